@@ -1,0 +1,88 @@
+"""`odinlab demo`: digits in a store, two CNN versions with lineage, experiments, a summary."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import polars as pl
+import torch
+
+import odinlab
+from odinlab.errors import StoreError, TestSetReuseWarning
+from odinlab.nets import SmallCNN
+from odinlab.training import fit
+
+V1_HYPERPARAMS = {"epochs": 15, "lr": 0.01, "batch_size": 64, "width": 16}
+V2_HYPERPARAMS = {"epochs": 10, "lr": 0.003, "batch_size": 64, "width": 16, "frozen": "features",
+                  "weight_decay": 1e-4}
+
+
+def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinlab.Store:
+    """Build the demo store and print what is in it; return the store.
+
+    >>> store = run_demo("/tmp/odinlab-demo")  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    store = _fresh_store(Path(store_path), echo)
+    store.ingest(odinlab.datasets.digits())
+    echo(f"Ingested {store.images.height} digits (8×8, 10 classes) into {store.url}")
+
+    v1 = SmallCNN(in_channels=1, num_classes=10, width=V1_HYPERPARAMS["width"])
+    losses = fit(v1, store, "train", epochs=V1_HYPERPARAMS["epochs"], lr=V1_HYPERPARAMS["lr"])
+    v1_id = store.register_model(v1, "digits-cnn", hyperparams=V1_HYPERPARAMS,
+                                 description="trained from scratch")
+    store.record_experiment(v1_id, train_images="train", metrics={"loss": losses[-1]})
+
+    # v2 is fine-tuned from v1 with the conv layers frozen: those tensors are stored once.
+    v2 = store.load_weights(v1_id, SmallCNN(in_channels=1, num_classes=10, width=V2_HYPERPARAMS["width"]))
+    v2.features.requires_grad_(False)
+    losses = fit(v2, store, "train", epochs=V2_HYPERPARAMS["epochs"], lr=V2_HYPERPARAMS["lr"],
+                 weight_decay=V2_HYPERPARAMS["weight_decay"], seed=1)
+    v2_id = store.register_model(v2, "digits-cnn", parent=v1_id, hyperparams=V2_HYPERPARAMS,
+                                 description="v1 fine-tuned, conv layers frozen")
+    store.record_experiment(v2_id, train_images="train", metrics={"loss": losses[-1]})
+
+    with warnings.catch_warnings(record=True) as caught:
+        results = {(m, split): store.evaluate(net, split)
+                   for m, net in ((v1_id, v1), (v2_id, v2)) for split in ("val", "test")}
+    _print_summary(store, results, caught, time.perf_counter() - started, echo)
+    return store
+
+
+def _fresh_store(path: Path, echo) -> odinlab.Store:
+    if path.exists() and any(path.iterdir()):
+        if not (path / "odinlab.json").is_file():
+            raise StoreError(f"{str(path)!r} exists and is not an odinlab store; choose another --store.")
+        echo(f"Replacing the earlier demo store at {path}")
+        shutil.rmtree(path)
+    return odinlab.open_store(path, mode="w-")
+
+
+def _print_summary(store, results, caught, seconds, echo) -> None:
+    echo("\nModels")
+    models = store.models.select("model_id", "parent", "num_params", "new_weight_bytes", "description")
+    echo(_table(models))
+    echo("\nEvaluations")
+    rows = [{"model_id": m, "split": split, "accuracy": round(r["accuracy"], 4), "loss": round(r["loss"], 4),
+             "misclassified": round(r["n"] * (1 - r["accuracy"])), "of": r["n"]}
+            for (m, split), r in results.items()]
+    echo(_table(pl.DataFrame(rows)))
+    for warning in caught:
+        if issubclass(warning.category, TestSetReuseWarning):
+            echo(f"\nTest-set guard: {warning.message}")
+    summary = store.summary()
+    echo(f"\nStore: {summary['images']} images {summary['splits']}, {len(summary['models'])} model "
+         f"versions, {summary['experiments']} experiments, {summary['bytes_on_disk'] / 1e6:.2f} MB on disk")
+    echo(f"Store path: {store.url}")
+    echo(f"Demo took {seconds:.1f} s. Next: store = odinlab.open_store({store.url!r}); "
+         "store.sql('SELECT * FROM experiments')")
+
+
+def _table(frame: pl.DataFrame) -> str:
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   fmt_str_lengths=40, tbl_width_chars=140):
+        return str(frame)

@@ -1,0 +1,106 @@
+"""Checking and normalizing image arrays to the store's layout: (N, C, H, W), uint8 or float32."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from odinlab.errors import ImageFormatError
+
+_CHANNEL_COUNTS = (1, 3, 4)
+LAYOUTS = ("auto", "NCHW", "NHWC", "NHW")
+
+
+def to_nchw(images: object, layout: str = "auto") -> np.ndarray:
+    """Return images as a channels-first (N, C, H, W) array of uint8 or float32.
+
+    Accepts (N, H, W), (N, H, W, C) and (N, C, H, W) with C in 1, 3, 4. ``layout="auto"``
+    tells the two 4-D layouts apart by which axis has a channel count; pass "NHWC" or
+    "NCHW" when both could be (e.g. 3×3 images).
+
+    >>> to_nchw(np.zeros((2, 8, 8, 3), np.uint8)).shape
+    (2, 3, 8, 8)
+    """
+    if layout not in LAYOUTS:
+        raise ImageFormatError(f"Unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}.")
+    array = _as_numpy(images)
+    if array.ndim == 3 and layout in ("auto", "NHW"):
+        array = array[:, None]
+    elif array.ndim == 4:
+        array = _channels_first(array, layout)
+    else:
+        raise ImageFormatError(
+            f"Images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {array.shape}"
+            + (f" with layout={layout!r}." if layout != "auto" else ".")
+            + (" For a single image, add a leading axis: images[None]." if array.ndim == 2 else "")
+        )
+    return np.ascontiguousarray(_check_values(array))
+
+
+def _as_numpy(images: object) -> np.ndarray:
+    if hasattr(images, "detach"):  # a torch tensor, without importing torch here
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
+    if array.dtype == object:
+        raise ImageFormatError("Images must be a numeric array; got an object array (ragged images?).")
+    return array
+
+
+def _channels_first(array: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NCHW":
+        return array
+    if layout == "NHWC":
+        return array.transpose(0, 3, 1, 2)
+    first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[3] in _CHANNEL_COUNTS
+    if first and last and array.shape[1] != array.shape[3]:
+        raise ImageFormatError(
+            f"Cannot tell channels from shape {array.shape}: pass layout='NCHW' or layout='NHWC'."
+        )
+    if first:
+        return array
+    if last:
+        return array.transpose(0, 3, 1, 2)
+    raise ImageFormatError(
+        f"No channel axis in shape {array.shape}: axis 1 or axis 3 must have 1, 3 or 4 channels."
+    )
+
+
+def _check_values(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).argmax())
+            raise ImageFormatError(
+                f"Images contain NaN or infinite pixels (first at image {bad}); "
+                "clean them (np.nan_to_num) before ingesting."
+            )
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 255:
+        return array.astype(np.uint8)
+    raise ImageFormatError(
+        f"Unsupported pixel dtype {array.dtype}: use uint8 (0-255) or a float array."
+    )
+
+
+def content_ids(images: np.ndarray) -> list[str]:
+    """Stable ids from pixel content: the first 16 hex digits of SHA-256 over shape, dtype and bytes.
+
+    >>> ids = content_ids(np.zeros((2, 1, 2, 2), np.uint8))
+    >>> len(ids[0]), ids[0] == ids[1]
+    (16, True)
+    """
+    header = f"{images.shape[1:]}|{images.dtype.str}|".encode()
+    return [hashlib.sha256(header + image.tobytes()).hexdigest()[:16] for image in images]
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as float32 model input: uint8 scaled to [0, 1], floats passed through.
+
+    >>> to_model_input(np.array([[255]], np.uint8))
+    array([[1.]], dtype=float32)
+    """
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    return pixels.astype(np.float32, copy=False)

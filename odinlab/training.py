@@ -1,0 +1,43 @@
+"""A plain training loop over store images, for the demo, tests and quick experiments."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import trange
+
+from odinlab.errors import LabelError
+
+
+def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float = 1e-2,
+        batch_size: int = 64, weight_decay: float = 0.0, seed: int = 0,
+        progress: bool = True) -> list[float]:
+    """Train ``model`` with Adam on labelled store images; return the mean loss of each epoch.
+
+    Only parameters with ``requires_grad`` are updated, so frozen layers stay bit-identical
+    (and are stored once when the new version is registered).
+
+    >>> losses = fit(SmallCNN(), store, "train", epochs=5)  # doctest: +SKIP
+    """
+    rows = store.select(images)
+    if rows["label"].null_count():
+        raise LabelError("fit needs labelled images; some of the selected images have no label.")
+    x = torch.from_numpy(next(store.batches(rows, batch_size=rows.height))[1])
+    y = torch.tensor(rows["label"].to_numpy())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    for _ in trange(epochs, desc="train", unit="epoch", disable=not progress, delay=1):
+        order, total = torch.randperm(len(y), generator=generator), 0.0
+        for start in range(0, len(y), batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(y))
+    model.eval()
+    return losses
