@@ -32,7 +32,7 @@ class ModelsMixin:
 
         Records the architecture (every named layer's type, output shape and parameter count,
         from one forward pass on zeros), class names, input shape (default: the store's image
-        shape) and lineage (``parent``). Tensors already in the store are not written again.
+        shape, or the parent's) and lineage (``parent``). Tensors already in the store are not written again.
 
         >>> store.register_model(net, "cnn", hyperparams={"lr": 0.01})  # doctest: +SKIP
         'cnn@1'
@@ -40,6 +40,10 @@ class ModelsMixin:
         self._check_writable()
         check_name(name, "model name")
         parent_id = self.resolve_model(parent) if parent is not None else None
+        if parent_id is not None:  # a derived version takes its parent's interface by default
+            parent_row = self._row(parent_id)
+            input_shape = parent_row["input_shape"] if input_shape is None else input_shape
+            classes = parent_row["classes"] if classes is None else classes
         input_shape = self._input_shape(input_shape)
         architecture = summarize(model, input_shape)
         tensors, added = self._put_weights(model)

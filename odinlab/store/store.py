@@ -104,9 +104,10 @@ class Store(ImagesMixin, ModelsMixin, ExperimentsMixin):
     # -- shared internals used by the mixins ------------------------------------------------
 
     def _arrays(self, mode: str = "r") -> zarr.Group:
-        if self._group is None or (mode != "r" and self._group.store.read_only):
-            self._group = zarr.open_group(self._fs.zarr_store(("arrays",)), mode="a" if mode != "r"
-                                          and not self.read_only else "r")
+        """The root Zarr group; ``mode`` documents intent, writes are refused on read-only stores."""
+        if self._group is None:
+            self._group = zarr.open_group(self._fs.zarr_store(("arrays",)),
+                                          mode="r" if self.read_only else "a")
         return self._group
 
     def _write_meta(self, meta: dict) -> None:
@@ -146,6 +147,7 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
     fs.write_bytes(MARKER, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
                                        "created_at": datetime.now(UTC).isoformat(),
                                        "classes": []}, indent=1).encode())
+    zarr.open_group(fs.zarr_store(("arrays",)), mode="a")
     return Store(fs)
 
 
