@@ -12,7 +12,8 @@ from odinlab.errors import OdinError
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``odinlab`` command.
 
-    >>> main(["--help"])  # doctest: +SKIP
+    >>> main(["info", "memory://no-store-here"])
+    2
     """
     parser = argparse.ArgumentParser(prog="odinlab", description="Debug image classifiers with a store that remembers.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -26,12 +26,21 @@ class ExperimentsMixin:
 
     @property
     def experiments(self) -> pl.DataFrame:
-        """The experiments table: model, image sets, hyper-parameters, metrics, test-set looks."""
+        """The experiments table: model, image sets, hyper-parameters, metrics, test-set looks.
+
+        >>> store.experiments.columns[:4]
+        ['experiment_id', 'model_id', 'kind', 'created_at']
+        """
         return self._tables.read("experiments")
 
     @property
     def image_sets(self) -> pl.DataFrame:
-        """Image sets of experiments in long form (set_id, image_id), for joins with ``images``."""
+        """Image sets of experiments in long form (set_id, image_id), for joins with ``images``.
+
+        >>> _ = store.evaluate(net, "val")
+        >>> store.image_sets.height
+        269
+        """
         return self._tables.read("image_sets")
 
     def record_experiment(self, model_id: str, *, kind: str = "train",
@@ -45,7 +54,7 @@ class ExperimentsMixin:
         JSON). Hyper-parameters default to the ones the version was registered with. A run
         whose test images include the test split counts as a look at the test set.
 
-        >>> store.record_experiment("cnn@1", train_images="train", hyperparams={"lr": 0.01})  # doctest: +SKIP
+        >>> store.record_experiment("cnn@1", train_images="train", metrics={"loss": 0.2})
         'exp-00001'
         """
         self._check_writable()
@@ -81,8 +90,9 @@ class ExperimentsMixin:
         The version is found from the module's weights (or give ``model_id``). Metrics:
         accuracy, mean cross-entropy loss, per-class precision/recall/F1, confusion matrix.
 
-        >>> store.evaluate(net, "val")["accuracy"]  # doctest: +SKIP
-        0.97
+        >>> result = store.evaluate(net, "val")
+        >>> result["model_id"], result["n"], result["accuracy"] > 0.5
+        ('cnn@1', 269, True)
         """
         model_id = self.resolve_model(model_id) if model_id is not None else self.model_id_of(model)
         selected = self.select(images)

@@ -21,7 +21,11 @@ class ModelsMixin:
 
     @property
     def models(self) -> pl.DataFrame:
-        """The models table: one row per version (model_id ``name@N``, parent, params, digest...)."""
+        """The models table: one row per version (model_id ``name@N``, parent, params, digest...).
+
+        >>> store.models.select("model_id", "parent", "num_params").rows()
+        [('cnn@1', None, 13706)]
+        """
         return self._tables.read("models")
 
     def register_model(self, model: nn.Module, name: str, *, parent: str | None = None,
@@ -34,8 +38,8 @@ class ModelsMixin:
         from one forward pass on zeros), class names, input shape (default: the store's image
         shape, or the parent's) and lineage (``parent``). Tensors already in the store are not written again.
 
-        >>> store.register_model(net, "cnn", hyperparams={"lr": 0.01})  # doctest: +SKIP
-        'cnn@1'
+        >>> store.register_model(net, "cnn", parent="cnn@1", hyperparams={"lr": 0.001})
+        'cnn@2'
         """
         self._check_writable()
         check_name(name, "model name")
@@ -66,8 +70,8 @@ class ModelsMixin:
     def resolve_model(self, ref: str) -> str:
         """The model id for ``"name@N"`` or ``"name"`` (its latest version).
 
-        >>> store.resolve_model("cnn")  # doctest: +SKIP
-        'cnn@2'
+        >>> store.resolve_model("cnn")
+        'cnn@1'
         """
         table = self.models
         if isinstance(ref, str) and ref in table["model_id"]:
@@ -81,7 +85,11 @@ class ModelsMixin:
         )
 
     def model_id_of(self, model: nn.Module) -> str:
-        """The id of the registered version whose weights equal ``model``'s (latest if several)."""
+        """The id of the registered version whose weights equal ``model``'s (latest if several).
+
+        >>> store.model_id_of(net)
+        'cnn@1'
+        """
         digest = weights_digest({k: {"digest": tensor_digest(t)} for k, t in model.state_dict().items()})
         match = self.models.filter(pl.col("weights_digest") == digest).sort("created_at")
         if match.height == 0:
@@ -92,14 +100,20 @@ class ModelsMixin:
         return match["model_id"][-1]
 
     def state_dict(self, model_id: str) -> dict[str, torch.Tensor]:
-        """The stored weights of a version, as a state dict (read without unpickling anything)."""
+        """The stored weights of a version, as a state dict (read without unpickling anything).
+
+        >>> store.state_dict("cnn@1")["head.fc2.bias"].shape
+        torch.Size([10])
+        """
         weights = WeightStore(self._fs)
         return {key: weights.get(t["digest"]) for key, t in self._manifest(model_id)["tensors"].items()}
 
     def load_weights(self, model_id: str, model: nn.Module) -> nn.Module:
         """Load a version's exact weights into ``model`` (a module you built) and return it.
 
-        >>> net = store.load_weights("cnn@1", SmallCNN())  # doctest: +SKIP
+        >>> restored = store.load_weights("cnn@1", SmallCNN())
+        >>> torch.equal(restored.head.fc2.weight, net.head.fc2.weight)
+        True
         """
         stored = self._manifest(self.resolve_model(model_id))["tensors"]
         own = model.state_dict()
@@ -116,17 +130,30 @@ class ModelsMixin:
         return model
 
     def architecture(self, model_id: str) -> pl.DataFrame:
-        """Every named layer of a version: name, type, output shape (per image), parameters."""
+        """Every named layer of a version: name, type, output shape (per image), parameters.
+
+        >>> store.architecture("cnn@1").row(1)
+        ('features.conv1', 'Conv2d', [16, 8, 8], 160)
+        """
         return pl.DataFrame(self._manifest(self.resolve_model(model_id))["architecture"],
                             schema={"layer": pl.String, "type": pl.String,
                                     "output_shape": pl.List(pl.Int64), "num_params": pl.Int64})
 
     def layers(self, model_id: str) -> list[str]:
-        """Names of a version's layers, as ``named_modules()`` gives them."""
+        """Names of a version's layers, as ``named_modules()`` gives them.
+
+        >>> store.layers("cnn@1")[:3]
+        ['features', 'features.conv1', 'features.relu1']
+        """
         return self.architecture(model_id)["layer"].to_list()
 
     def ancestors(self, model_id: str) -> pl.DataFrame:
-        """Rows of ``store.models`` from the parent up to the root, with ``depth`` 1, 2, ..."""
+        """Rows of ``store.models`` from the parent up to the root, with ``depth`` 1, 2, ...
+
+        >>> v2 = store.register_model(net, "cnn", parent="cnn@1")
+        >>> store.ancestors(v2)["model_id"].to_list()
+        ['cnn@1']
+        """
         chain, current = [], self._row(self.resolve_model(model_id))["parent"]
         while current is not None:
             chain.append(current)
@@ -134,7 +161,12 @@ class ModelsMixin:
         return self._lineage_rows(chain)
 
     def descendants(self, model_id: str) -> pl.DataFrame:
-        """Rows of ``store.models`` derived from a version (children, grandchildren...), with ``depth``."""
+        """Rows of ``store.models`` derived from a version (children, grandchildren...), with ``depth``.
+
+        >>> v2 = store.register_model(net, "cnn", parent="cnn@1")
+        >>> store.descendants("cnn@1").select("model_id", "depth").rows()
+        [('cnn@2', 1)]
+        """
         table, frontier, found = self.models, [self.resolve_model(model_id)], []
         while frontier:
             frontier = table.filter(pl.col("parent").is_in(frontier))["model_id"].to_list()
