@@ -12,6 +12,7 @@ from odinlab.errors import (
     ImageFormatError,
     InvalidNameError,
     LabelError,
+    NotMaterializedError,
     OdinError,
     ReadOnlyStoreError,
     StoreError,
@@ -26,7 +27,7 @@ from odinlab.store import Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
-    "DuplicateImageError", "ImageFormatError", "InvalidNameError", "LabelError", "OdinError",
+    "DuplicateImageError", "ImageFormatError", "InvalidNameError", "LabelError", "NotMaterializedError", "OdinError",
     "ReadOnlyStoreError", "Store", "StoreError", "TestSetReuseWarning", "UnknownImageError",
     "UnknownLayerError", "UnknownModelError", "WeightsMismatchError", "datasets", "open_store",
 ]

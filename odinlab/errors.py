@@ -51,6 +51,10 @@ class UnknownLayerError(OdinError, ValueError):
     """A layer name that the model does not have."""
 
 
+class NotMaterializedError(OdinError, LookupError):
+    """Stored results that do not exist yet, and no module to compute them with."""
+
+
 class WeightsMismatchError(OdinError, ValueError):
     """Stored weights do not fit the module they are loaded into."""
 

@@ -65,6 +65,7 @@ class ModelsMixin:
             "hyperparams": json.dumps(hyperparams or {}, sort_keys=True, default=str),
             "description": description,
         }], schema=self.models.schema))
+        self._modules[model_id] = model
         return model_id
 
     def resolve_model(self, ref: str) -> str:
@@ -126,7 +127,9 @@ class ModelsMixin:
                 f"The weights of {model_id} do not fit this module ({len(problems)} problems: "
                 f"{listing(sorted(problems), 5)}). Build the same architecture that was registered."
             )
-        model.load_state_dict(self.state_dict(self.resolve_model(model_id)))
+        model_id = self.resolve_model(model_id)
+        model.load_state_dict(self.state_dict(model_id))
+        self._modules[model_id] = model
         return model
 
     def architecture(self, model_id: str) -> pl.DataFrame:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from datetime import UTC, datetime
 
 import polars as pl
@@ -27,6 +28,7 @@ from odinlab.errors import ReadOnlyStoreError, StoreError
 from odinlab.store.experiments import ExperimentsMixin
 from odinlab.store.fs import StoreFS
 from odinlab.store.images import ImagesMixin
+from odinlab.store.materialize import MaterializeMixin
 from odinlab.store.models import ModelsMixin
 from odinlab.store.tables import SCHEMAS, Tables
 
@@ -35,7 +37,7 @@ FORMAT_VERSION = 1
 MARKER = ("odinlab.json",)
 
 
-class Store(ImagesMixin, ModelsMixin, ExperimentsMixin):
+class Store(ImagesMixin, ModelsMixin, ExperimentsMixin, MaterializeMixin):
     """A store of images, model versions and experiments; open one with :func:`open_store`.
 
     >>> store = odinlab.open_store("memory://store-class-example")
@@ -48,6 +50,9 @@ class Store(ImagesMixin, ModelsMixin, ExperimentsMixin):
         self._tables = Tables(fs)
         self._meta = json.loads(fs.read_bytes(MARKER))
         self._group: zarr.Group | None = None
+        # Modules registered, loaded or materialized in this session, so a model id is enough
+        # to compute on demand; weak, so the store never keeps a network alive.
+        self._modules: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     @property
     def url(self) -> str:
@@ -61,12 +66,15 @@ class Store(ImagesMixin, ModelsMixin, ExperimentsMixin):
     def sql(self, query: str) -> pl.DataFrame:
         """Run SQL over the store's tables and return a polars DataFrame.
 
-        Tables: ``images`` (with metadata columns), ``models``, ``experiments``, ``image_sets``.
+        Tables: ``images`` (with metadata columns), ``models``, ``experiments``, ``image_sets``,
+        and ``predictions`` (every materialized model version's predictions).
 
         >>> store.sql("SELECT split, COUNT(*) AS n FROM images GROUP BY split ORDER BY split").rows()
         [('test', 270), ('train', 1258), ('val', 269)]
         """
         frames = {name: getattr(self, name) for name in SCHEMAS}
+        if "predictions" in query.lower():  # built from Zarr on demand: only when asked for
+            frames["predictions"] = self._all_predictions()
         with pl.SQLContext(frames, eager=True) as context:
             return context.execute(query)
 
@@ -94,6 +102,12 @@ class Store(ImagesMixin, ModelsMixin, ExperimentsMixin):
             "experiments": self.experiments.height,
             "bytes_on_disk": self.size_on_disk(),
         }
+
+    def _all_predictions(self) -> pl.DataFrame:
+        frames = [self.predictions(model_id).drop("probabilities")
+                  for model_id in self.models["model_id"].to_list()]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
+            schema={"model_id": pl.String, "image_id": pl.String, "predicted": pl.Int64})
 
     def refresh(self) -> "Store":
         """Re-read tables written by another process since this store was opened.

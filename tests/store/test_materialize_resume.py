@@ -1,0 +1,62 @@
+"""Materialization killed halfway resumes where it stopped, with the same result."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+
+import odinlab
+from odinlab.nets import SmallCNN
+
+LAYERS = ["features.relu1", "features.relu2", "head.fc1"]
+CHILD = textwrap.dedent("""
+    import sys, time
+    import odinlab
+    from odinlab.nets import SmallCNN
+
+    store = odinlab.open_store(sys.argv[1])
+    net = store.load_weights("cnn@1", SmallCNN(1, 10, width=4))
+    batches = []
+    def stall_after_five(module, inputs):
+        batches.append(1)
+        if len(batches) == 6:  # five batches are committed; the sixth never finishes
+            print("stalled", flush=True)
+            time.sleep(120)
+    net.register_forward_pre_hook(stall_after_five)
+    store.materialize(net, %r, dtype="uint8", batch_size=100, progress=False)
+""" % LAYERS)
+
+
+def _make_store(path):
+    torch.manual_seed(0)
+    store = odinlab.open_store(path)
+    store.ingest(odinlab.datasets.digits())
+    net = SmallCNN(1, 10, width=4)
+    store.register_model(net, "cnn")
+    return store, net
+
+
+def test_killed_materialize_resumes_missing_batches_only_with_identical_result(tmp_path):
+    store, net = _make_store(tmp_path / "interrupted")
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "interrupted")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "stalled", child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+
+    resumed = odinlab.open_store(tmp_path / "interrupted")
+    before = resumed.materialized("cnn@1")
+    assert before["images"].to_list() == [500] * 4  # five committed batches survived the kill
+    report = resumed.materialize(net, LAYERS, dtype="uint8", batch_size=100, progress=False)
+    assert report["computed"].to_list() == [1797 - 500] * 4
+
+    clean, clean_net = _make_store(tmp_path / "clean")
+    clean.materialize(clean_net, LAYERS, dtype="uint8", batch_size=100, progress=False)
+    for layer in LAYERS:
+        np.testing.assert_array_equal(resumed.activations("cnn@1", layer), clean.activations("cnn@1", layer))
+    a, b = resumed.predictions("cnn@1"), clean.predictions("cnn@1")
+    assert a.select("image_id", "predicted", "loss").equals(b.select("image_id", "predicted", "loss"))
