@@ -16,6 +16,7 @@ from odinlab.nets import SmallCNN
 from odinlab.training import fit
 
 V1_HYPERPARAMS = {"epochs": 15, "lr": 0.01, "batch_size": 64, "width": 16}
+DEMO_LAYERS = ["features.relu1", "features.relu2", "head.fc1"]
 V2_HYPERPARAMS = {"epochs": 10, "lr": 0.003, "batch_size": 64, "width": 16, "frozen": "features",
                   "weight_decay": 1e-4}
 
@@ -49,6 +50,9 @@ def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinl
     with warnings.catch_warnings(record=True) as caught:
         results = {(m, split): store.evaluate(net, split)
                    for m, net in ((v1_id, v1), (v2_id, v2)) for split in ("val", "test")}
+    # Predictions and three layers of both versions, one forward pass per batch each.
+    for net in (v1, v2):
+        store.materialize(net, DEMO_LAYERS, dtype="float16", progress=False)
     _print_summary(store, results, caught, time.perf_counter() - started, echo)
     return store
 
@@ -71,6 +75,12 @@ def _print_summary(store, results, caught, seconds, echo) -> None:
              "misclassified": round(r["n"] * (1 - r["accuracy"])), "of": r["n"]}
             for (m, split), r in results.items()]
     echo(_table(pl.DataFrame(rows)))
+    echo("\nMaterialized (predictions and activations of every image)")
+    echo(_table(store.materialized().select("model_id", "array", "shape", "images", "bytes")))
+    wrong = store.sql("SELECT model_id, COUNT(*) AS wrong FROM predictions WHERE NOT correct "
+                      "AND split = 'test' GROUP BY model_id ORDER BY model_id")
+    echo("Misclassified test images per version (from stored predictions): "
+         + ", ".join(f"{m}: {n}" for m, n in wrong.iter_rows()))
     for warning in caught:
         if issubclass(warning.category, TestSetReuseWarning):
             echo(f"\nTest-set guard: {warning.message}")

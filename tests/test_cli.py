@@ -21,6 +21,9 @@ def test_demo_builds_a_store_with_two_versions_lineage_and_experiments(tmp_path,
     evals = store.experiments.filter(pl.col("kind") == "eval")
     assert evals.height == 4 and evals["accuracy"].min() > 0.9
     assert evals.filter(pl.col("test_reuse"))["model_id"].to_list() == ["digits-cnn@2"]
+    stored = store.materialized()
+    assert stored.height == 8 and set(stored["images"]) == {1797}  # predictions + 3 layers, both versions
+    assert store.predictions("digits-cnn@2").height == 1797
 
 
 def test_demo_replaces_its_earlier_store_but_not_other_folders(tmp_path, capsys):

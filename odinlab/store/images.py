@@ -32,12 +32,7 @@ class ImagesMixin:
         >>> store.images.filter(pl.col("split") == "test").height  # doctest: +SKIP
         270
         """
-        table = self._tables.read("images")
-        classes = self.classes
-        label_name = pl.col("label").replace_strict(
-            list(range(len(classes))), classes, default=None, return_dtype=pl.String
-        )
-        return table.drop("_row").with_columns(label_name=label_name).select(["image_id", "split", "label", "label_name", *_metadata_columns(table)])
+        return self._present(self._tables.read("images"))
 
     @property
     def classes(self) -> list[str]:
@@ -65,18 +60,22 @@ class ImagesMixin:
         split_values = _per_image(split if split is not None else src.split, src.n, "split")
         given_ids = _per_image(ids if ids is not None else src.ids, src.n, "ids")
         upfront = _label_indices(src.labels, classes, src.n) if src.labels is not None else None
+        if given_ids is not None:  # refuse repeated or known ids before writing any pixels
+            _check_new_ids(given_ids, set(self._tables.read("images")["image_id"].to_list()), set())
+        # Everything up to the table commit runs inside the transaction, so that a failure
+        # anywhere (pixels, ids, metadata, the commit itself) rolls the pixels back.
         with self._pixel_transaction(src.n) as writer:
             new_ids, streamed = writer.write(src, given_ids, classes, batch_size)
-        labels_all = upfront if upfront is not None else streamed
-        rows = pl.DataFrame({
-            "image_id": new_ids, "split": split_values,
-            "label": labels_all if labels_all is not None else [None] * src.n,
-            "_row": np.arange(writer.start, writer.start + src.n),
-        }, schema_overrides={"split": pl.String, "label": pl.Int64})
-        rows = _attach_metadata(rows, src, metadata)
-        if labels_all is not None and not classes:
-            classes = [str(i) for i in range(int(np.nanmax(labels_all)) + 1)]
-        self._commit_images(rows, classes, writer)
+            labels_all = upfront if upfront is not None else streamed
+            rows = pl.DataFrame({
+                "image_id": new_ids, "split": split_values,
+                "label": labels_all if labels_all is not None else [None] * src.n,
+                "_row": np.arange(writer.start, writer.start + src.n),
+            }, schema_overrides={"image_id": pl.String, "split": pl.String, "label": pl.Int64})
+            rows = _attach_metadata(rows, src, metadata)
+            if labels_all is not None and len(labels_all) and not classes:
+                classes = [str(i) for i in range(int(np.max(labels_all)) + 1)]
+            self._commit_images(rows, classes, writer)
         return self.images.filter(pl.col("image_id").is_in(new_ids))
 
     def select(self, images: ImageSelection = None) -> pl.DataFrame:
@@ -88,7 +87,7 @@ class ImagesMixin:
         >>> store.select("test").height  # doctest: +SKIP
         270
         """
-        return self._select_rows(images).drop("_row")
+        return self._present(self._select_rows(images))
 
     def pixels(self, images: ImageSelection = None) -> np.ndarray:
         """The pixels of the selected images, (N, C, H, W) in the order selected.
@@ -110,7 +109,7 @@ class ImagesMixin:
         with tqdm(total=rows.height, desc=progress, disable=progress is None, unit="img", delay=2) as bar:
             for start in range(0, rows.height, batch_size):
                 chunk = rows.slice(start, batch_size)
-                yield chunk.drop("_row"), to_model_input(self._read_rows(chunk["_row"].to_numpy()))
+                yield self._present(chunk), to_model_input(self._read_rows(chunk["_row"].to_numpy()))
                 bar.update(chunk.height)
 
     @property
@@ -119,9 +118,22 @@ class ImagesMixin:
 
         Plain Zarr v3: ``dask.array.from_zarr(store.pixel_array)`` reads it in parallel.
         """
-        return self._arrays()["images/pixels"]
+        group = self._arrays()
+        if "images/pixels" not in group:
+            raise UnknownImageError("The store holds no images yet, so it has no pixel array; ingest some first.")
+        return group["images/pixels"]
 
     # -- internals -------------------------------------------------------------------------
+
+    def _present(self, table: pl.DataFrame) -> pl.DataFrame:
+        """Rows of the images table as users see them: label_name added, ``_row`` hidden."""
+        classes = self.classes
+        label_name = pl.col("label").replace_strict(
+            list(range(len(classes))), classes, default=None, return_dtype=pl.String
+        )
+        return table.with_columns(label_name=label_name).select(
+            ["image_id", "split", "label", "label_name", *_metadata_columns(table)]
+        )
 
     def _select_rows(self, images: ImageSelection) -> pl.DataFrame:
         table = self._tables.read("images")
@@ -150,8 +162,10 @@ class ImagesMixin:
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
-            shape = self.pixel_array.shape[1:] if "images" in self._arrays() else (0, 0, 0)
-            return np.zeros((0, *shape), np.uint8)
+            if "images/pixels" not in self._arrays():
+                return np.zeros((0, 0, 0, 0), np.uint8)
+            array = self.pixel_array
+            return np.zeros((0, *array.shape[1:]), array.dtype)
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         # One contiguous read when the rows are dense (whole splits usually are), else a gather.
@@ -185,12 +199,15 @@ class ImagesMixin:
         return PixelWriter(self, n)
 
     def _commit_images(self, rows: pl.DataFrame, classes: list[str], writer: "PixelWriter") -> None:
+        before = dict(self._meta)
         try:
             if classes != self.classes:
                 self._write_meta({**self._meta, "classes": list(classes)})
             self._tables.append("images", rows)  # the commit point
         except BaseException:
             writer.rollback()
+            if self._meta != before:  # the classes were extended for images that are not in
+                self._write_meta(before)
             raise
 
 
@@ -202,22 +219,23 @@ class PixelWriter:
         table = store._tables.read("images")
         self.start = int(table["_row"].max()) + 1 if table.height else 0
         self.created = False
+        self.rolled_back = False
 
     def __enter__(self) -> "PixelWriter":
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        if error is not None:
+        if error is not None and not self.rolled_back:
             self.rollback()
 
     def write(self, src: sources.Source, ids: list | None, classes: list[str], batch_size: int):
         existing = set(self.store._tables.read("images")["image_id"].to_list())
-        new_ids, labels, offset = [], [], 0
+        new_ids, labels, offset, seen = [], [], 0, set()
         for raw, raw_labels in tqdm(src.batches(batch_size), total=-(-src.n // batch_size),
                                     desc="ingest", unit="batch", delay=2):
-            batch = to_nchw(raw, src.layout)
+            batch = to_nchw(raw, src.layout, offset=offset)
             batch_ids = ids[offset : offset + len(batch)] if ids is not None else content_ids(batch)
-            _check_new_ids(batch_ids, existing)
+            _check_new_ids(batch_ids, existing, seen)
             if raw_labels is not None:
                 labels.extend(_label_indices(raw_labels, classes, len(batch)))
             self._store_batch(batch, offset)
@@ -249,6 +267,7 @@ class PixelWriter:
         array[self.start + offset : self.start + offset + len(batch)] = batch
 
     def rollback(self) -> None:
+        self.rolled_back = True
         group = self.store._arrays(mode="a")
         if self.created and "images/pixels" in group:
             del group["images/pixels"]
@@ -280,8 +299,12 @@ def _is_torch_dataset(obj) -> bool:
 
 
 def _per_image(value, n: int, what: str) -> list | None:
-    if value is None or isinstance(value, str):
-        return None if value is None else [value] * n if what == "split" else _bad_len(what, 1, n)
+    if value is None:
+        return None
+    if isinstance(value, str):  # one split for all images; one id only fits one image
+        if what == "split":
+            return [value] * n
+        value = [value]
     values = list(value.to_list() if hasattr(value, "to_list") else value)
     if len(values) != n:
         _bad_len(what, len(values), n)
@@ -317,8 +340,8 @@ def _label_indices(labels, classes: list[str], n: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _check_new_ids(batch_ids: list[str], existing: set[str]) -> None:
-    seen = set()
+def _check_new_ids(batch_ids: list[str], existing: set[str], seen: set[str]) -> None:
+    """Refuse ids in the store (``existing``) or earlier in this call (``seen``, updated)."""
     for image_id in batch_ids:
         if image_id in existing or image_id in seen:
             where = "already in the store" if image_id in existing else "repeated in this call"
@@ -327,7 +350,6 @@ def _check_new_ids(batch_ids: list[str], existing: set[str]) -> None:
                 "when the same pixels are ingested twice; pass ids=[...] to keep both)."
             )
         seen.add(image_id)
-    existing.update(seen)
 
 
 def _attach_metadata(rows: pl.DataFrame, src: sources.Source, metadata) -> pl.DataFrame:
@@ -337,10 +359,19 @@ def _attach_metadata(rows: pl.DataFrame, src: sources.Source, metadata) -> pl.Da
         if frame is None:
             continue
         frame = _as_polars(frame)
-        clash = [c for c in frame.columns if c in ("split", "label", "_row") or c.startswith("_")]
+        # label_name is computed by store.images; columns already set (e.g. source_path) stay.
+        taken = {*RESERVED_COLUMNS, "label_name", *rows.columns} - {"image_id"}
+        clash = [c for c in frame.columns if c in taken or c.startswith("_")]
         if clash:
             raise LabelError(f"Metadata columns {clash} clash with the store's own columns; rename them.")
         if "image_id" in frame.columns:
+            frame = frame.with_columns(pl.col("image_id").cast(pl.String))  # ids are stored as text
+            repeated = frame.filter(pl.col("image_id").is_duplicated())["image_id"].unique(maintain_order=True)
+            if repeated.len():
+                raise DuplicateImageError(
+                    f"Metadata has more than one row for image ids {listing(repeated.head(3).to_list())}; "
+                    "give one row per image."
+                )
             unknown = frame.filter(~pl.col("image_id").is_in(rows["image_id"].implode()))
             if unknown.height:
                 raise UnknownImageError(
@@ -359,7 +390,11 @@ def _as_polars(frame) -> pl.DataFrame:
     if isinstance(frame, pl.DataFrame):
         return frame
     if isinstance(frame, dict):
-        return pl.DataFrame(frame)
+        try:
+            return pl.DataFrame(frame)
+        except pl.exceptions.ShapeError as error:
+            lengths = {name: len(values) for name, values in frame.items()}
+            raise LabelError(f"Metadata columns differ in length: {lengths}; give one value per image.") from error
     return pl.from_pandas(frame.reset_index(drop=True) if hasattr(frame, "reset_index") else frame)
 
 

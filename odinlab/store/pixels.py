@@ -8,16 +8,17 @@ import numpy as np
 
 from odinlab.errors import ImageFormatError
 
-_CHANNEL_COUNTS = (1, 3, 4)
+CHANNEL_COUNTS = (1, 3, 4)
 LAYOUTS = ("auto", "NCHW", "NHWC", "NHW")
 
 
-def to_nchw(images: object, layout: str = "auto") -> np.ndarray:
+def to_nchw(images: object, layout: str = "auto", offset: int = 0) -> np.ndarray:
     """Return images as a channels-first (N, C, H, W) array of uint8 or float32.
 
     Accepts (N, H, W), (N, H, W, C) and (N, C, H, W) with C in 1, 3, 4. ``layout="auto"``
     tells the two 4-D layouts apart by which axis has a channel count; pass "NHWC" or
-    "NCHW" when both could be (e.g. 3×3 images).
+    "NCHW" when both could be (e.g. 3×3 images). ``offset`` is the position of the first
+    image in the whole call, so that errors name the image's index there, not in the batch.
 
     >>> to_nchw(np.zeros((2, 8, 8, 3), np.uint8)).shape
     (2, 3, 8, 8)
@@ -27,7 +28,7 @@ def to_nchw(images: object, layout: str = "auto") -> np.ndarray:
     array = _as_numpy(images)
     if array.ndim == 3 and layout in ("auto", "NHW"):
         array = array[:, None]
-    elif array.ndim == 4:
+    elif array.ndim == 4 and layout != "NHW":
         array = _channels_first(array, layout)
     else:
         raise ImageFormatError(
@@ -35,7 +36,7 @@ def to_nchw(images: object, layout: str = "auto") -> np.ndarray:
             + (f" with layout={layout!r}." if layout != "auto" else ".")
             + (" For a single image, add a leading axis: images[None]." if array.ndim == 2 else "")
         )
-    return np.ascontiguousarray(_check_values(array))
+    return np.ascontiguousarray(_check_values(array, offset))
 
 
 def _as_numpy(images: object) -> np.ndarray:
@@ -52,10 +53,11 @@ def _channels_first(array: np.ndarray, layout: str) -> np.ndarray:
         return array
     if layout == "NHWC":
         return array.transpose(0, 3, 1, 2)
-    first, last = array.shape[1] in _CHANNEL_COUNTS, array.shape[3] in _CHANNEL_COUNTS
-    if first and last and array.shape[1] != array.shape[3]:
+    first, last = array.shape[1] in CHANNEL_COUNTS, array.shape[3] in CHANNEL_COUNTS
+    if first and last:  # e.g. (N, 3, 5, 3): 3-channel 5x3 images, or 3x5 images with 3 channels
         raise ImageFormatError(
-            f"Cannot tell channels from shape {array.shape}: pass layout='NCHW' or layout='NHWC'."
+            f"Cannot tell channels from shape {array.shape}: axis 1 and axis 3 could both be "
+            "channels; pass layout='NCHW' or layout='NHWC'."
         )
     if first:
         return array
@@ -66,19 +68,24 @@ def _channels_first(array: np.ndarray, layout: str) -> np.ndarray:
     )
 
 
-def _check_values(array: np.ndarray) -> np.ndarray:
+def _check_values(array: np.ndarray, offset: int = 0) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).argmax())
+            bad = offset + int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).argmax())
             raise ImageFormatError(
                 f"Images contain NaN or infinite pixels (first at image {bad}); "
                 "clean them (np.nan_to_num) before ingesting."
             )
         return array.astype(np.float32, copy=False)
-    if array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 255:
-        return array.astype(np.uint8)
+    if array.dtype.kind in "iu":
+        if array.size == 0 or (array.min() >= 0 and array.max() <= 255):
+            return array.astype(np.uint8)
+        raise ImageFormatError(
+            f"Integer pixels must lie in 0..255 to be stored as uint8; these ({array.dtype}) range "
+            f"from {array.min()} to {array.max()}. Rescale them, or convert to float."
+        )
     raise ImageFormatError(
         f"Unsupported pixel dtype {array.dtype}: use uint8 (0-255) or a float array."
     )

@@ -15,9 +15,11 @@ import numpy as np
 import polars as pl
 
 from odinlab.errors import ImageFormatError, LabelError
+from odinlab.store.pixels import CHANNEL_COUNTS, _channels_first
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FILENAME_COLUMNS = ("filename", "file", "path", "image")
+GRAY_MODES = ("L", "1", "LA", "I;16", "I", "F")
 
 Batches = Iterator[tuple[np.ndarray, list | None]]
 
@@ -41,7 +43,13 @@ class Source:
 
 
 def from_array(images: object, layout: str) -> Source:
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    try:
+        array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    except ValueError as error:  # numpy refuses ragged nested lists
+        raise ImageFormatError(
+            f"Images must be one numeric array of equal-sized images; got ragged input ({error}). "
+            "Resize them to one size first."
+        ) from error
     if array.ndim < 3:
         raise ImageFormatError(
             f"Images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {array.shape}."
@@ -64,16 +72,29 @@ def from_image_data(data) -> Source:
 def from_dataset(dataset, layout: str) -> Source:
     """A map-style torch Dataset whose items are ``image`` or ``(image, label, ...)``."""
 
+    # With layout="auto", items are made channels-first one by one: tensors are (C, H, W) by
+    # torch's convention and PIL images (H, W, C), so e.g. a 3x4x4 tensor is not ambiguous.
+    channels_first = layout == "auto"
+
     def read(batch_size: int) -> Batches:
+        first_shape = None
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             pairs = [item if isinstance(item, tuple | list) else (item, None) for item in items]
-            images = np.stack([_item_pixels(pair[0]) for pair in pairs])
+            arrays = [_item_pixels(pair[0], channels_first) for pair in pairs]
+            for index, pixels in enumerate(arrays, start):
+                first_shape = first_shape or pixels.shape
+                if pixels.shape != first_shape:
+                    raise ImageFormatError(
+                        f"Dataset items differ in shape: item {index} is {pixels.shape}, item 0 is "
+                        f"{first_shape}. Resize them in the Dataset's transform."
+                    )
             labels = [_scalar(pair[1]) if len(pair) > 1 else None for pair in pairs]
-            yield images, None if all(label is None for label in labels) else labels
+            yield np.stack(arrays), None if all(label is None for label in labels) else labels
 
     classes = getattr(dataset, "classes", None)  # torchvision-style datasets carry their names
-    return Source(n=len(dataset), read=read, classes=classes, layout=layout)
+    return Source(n=len(dataset), read=read, classes=classes,
+                  layout="NCHW" if channels_first else layout)
 
 
 def from_folder(folder: Path, labels: object, size: tuple[int, int] | None) -> Source:
@@ -81,7 +102,17 @@ def from_folder(folder: Path, labels: object, size: tuple[int, int] | None) -> S
     if not folder.is_dir():
         raise ImageFormatError(f"{str(folder)!r} is not a folder of images.")
     if isinstance(labels, str | Path) and str(labels).lower().endswith(".csv"):
-        return _flat_folder(folder, Path(labels), size)
+        csv = Path(labels)
+        if not csv.is_absolute() and (folder / csv).is_file():
+            csv = folder / csv  # labels="labels.csv" names a file inside the folder first
+        if not csv.is_file():
+            raise LabelError(f"Labels file {str(labels)!r} not found, neither as given nor in {str(folder)!r}.")
+        return _flat_folder(folder, csv, size)
+    if labels is not None:  # class sub-folders name the labels; anything else would be ignored
+        raise LabelError(
+            f"For a folder, labels= names a CSV file (columns: filename, label); got {labels!r}. "
+            "With one sub-folder per class, leave labels out."
+        )
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise ImageFormatError(
@@ -115,7 +146,9 @@ def _flat_folder(folder: Path, csv: Path, size: tuple[int, int] | None) -> Sourc
     source.labels = table["label"].to_list()
     if "split" in table.columns:
         source.split = table["split"].cast(pl.String).to_list()
-    rest = table.drop([name_column, "label", "split"], strict=False)
+    if "image_id" in table.columns:
+        source.ids = table["image_id"].cast(pl.String).to_list()
+    rest = table.drop([name_column, "label", "split", "image_id"], strict=False)
     source.metadata = rest if rest.width else None
     return source
 
@@ -123,7 +156,8 @@ def _flat_folder(folder: Path, csv: Path, size: tuple[int, int] | None) -> Sourc
 def _files_source(files: list[Path], folder: Path, size: tuple[int, int] | None) -> Source:
     if not files:
         raise ImageFormatError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}.")
-    mode = _common_mode(files[0])
+    # Colour if any file is colour: converting by the first file alone would drop colour.
+    mode = "RGB" if any(_file_mode(file) == "RGB" for file in files) else "L"
 
     def read(batch_size: int) -> Batches:
         first_shape = None
@@ -145,11 +179,12 @@ def _files_source(files: list[Path], folder: Path, size: tuple[int, int] | None)
                   extra={"source_path": paths})
 
 
-def _common_mode(file: Path) -> str:
+def _file_mode(file: Path) -> str:
+    """"L" for a grayscale file, "RGB" for anything else; reads only the file's header."""
     from PIL import Image
 
     with Image.open(file) as image:
-        return "L" if image.mode in ("L", "1", "I;16", "I", "F") else "RGB"
+        return "L" if image.mode in GRAY_MODES else "RGB"
 
 
 def _load_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -162,12 +197,22 @@ def _load_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
         return np.asarray(image, dtype=np.uint8)
 
 
-def _item_pixels(image: object) -> np.ndarray:
-    if hasattr(image, "detach"):
-        return image.detach().cpu().numpy()
+def _item_pixels(image: object, channels_first: bool) -> np.ndarray:
+    """One Dataset item as an array; with ``channels_first``, as (C, H, W)."""
     if type(image).__module__.startswith("PIL."):
-        return np.asarray(image.convert("RGB" if image.mode not in ("L", "1") else "L"))
-    return np.asarray(image)
+        array = np.asarray(image.convert("L" if image.mode in GRAY_MODES else "RGB"))
+        if channels_first:
+            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return array
+    is_tensor = hasattr(image, "detach")
+    array = image.detach().cpu().numpy() if is_tensor else np.asarray(image)
+    if not channels_first or array.ndim not in (2, 3):
+        return array
+    if array.ndim == 2:
+        return array[None]
+    # Tensors are (C, H, W) by torch's convention, so a 3x4x4 tensor is read as channels-first.
+    layout = "NCHW" if is_tensor and array.shape[0] in CHANNEL_COUNTS else "auto"
+    return _channels_first(array[None], layout)[0]
 
 
 def _scalar(label: object) -> object:
