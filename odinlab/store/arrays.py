@@ -90,7 +90,7 @@ class RowArray:
                 array.resize((capacity, *array.shape[1:]))
 
     def done_rows(self, rows: np.ndarray) -> np.ndarray:
-        return _read(self.done, rows) if len(rows) else np.zeros(0, bool)
+        return read_rows(self.done, rows) if len(rows) else np.zeros(0, bool)
 
     def write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
         """Encode and write a batch for ``rows`` (sorted), then mark it done; return its mean error."""
@@ -107,14 +107,14 @@ class RowArray:
         return float(error.mean()) if len(error) else 0.0
 
     def read_extra(self, name: str, rows: np.ndarray) -> np.ndarray:
-        return _read(self.group[name], rows) if len(rows) else np.zeros(0, np.float32)
+        return read_rows(self.group[name], rows) if len(rows) else np.zeros(0, np.float32)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Decoded float32 values for ``rows`` (any order)."""
-        values = _read(self.values, rows)
+        values = read_rows(self.values, rows)
         if not self.quantized:
             return values.astype(np.float32, copy=False)
-        return quantize.decode(values, _read(self.group["step"], rows), _read(self.group["low"], rows))
+        return quantize.decode(values, read_rows(self.group["step"], rows), read_rows(self.group["low"], rows))
 
 
 def _write(array: zarr.Array, rows: np.ndarray, data: np.ndarray) -> None:
@@ -124,12 +124,16 @@ def _write(array: zarr.Array, rows: np.ndarray, data: np.ndarray) -> None:
         array.set_orthogonal_selection((rows,), data)
 
 
-def _read(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
+def read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for row indices in any order (repeats allowed).
+
+    Dense selections (whole splits usually are) are one contiguous read; sparse ones one gather.
+    """
     if len(rows) == 0:
         return np.zeros((0, *array.shape[1:]), array.dtype)
     order = np.argsort(rows, kind="stable")
     ordered = rows[order]
-    if ordered[-1] - ordered[0] + 1 <= 2 * len(rows):  # dense: one slice read, then pick
+    if ordered[-1] - ordered[0] + 1 <= 2 * len(rows):
         picked = array[int(ordered[0]) : int(ordered[-1]) + 1][ordered - ordered[0]]
     else:
         picked = array.get_orthogonal_selection((ordered,))

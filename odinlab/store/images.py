@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from odinlab.errors import DuplicateImageError, ImageFormatError, LabelError, UnknownImageError, listing
 from odinlab.store import sources
+from odinlab.store.arrays import read_rows
 from odinlab.store.pixels import content_ids, to_model_input, to_nchw
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
@@ -164,19 +165,7 @@ class ImagesMixin:
         if len(rows) == 0:
             if "images/pixels" not in self._arrays():
                 return np.zeros((0, 0, 0, 0), np.uint8)
-            array = self.pixel_array
-            return np.zeros((0, *array.shape[1:]), array.dtype)
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        # One contiguous read when the rows are dense (whole splits usually are), else a gather.
-        if sorted_rows[-1] - sorted_rows[0] + 1 <= 2 * len(rows):
-            block = self.pixel_array[int(sorted_rows[0]) : int(sorted_rows[-1]) + 1]
-            picked = block[sorted_rows - sorted_rows[0]]
-        else:
-            picked = self.pixel_array.get_orthogonal_selection((sorted_rows,))
-        out = np.empty_like(picked)
-        out[order] = picked
-        return out
+        return read_rows(self.pixel_array, rows)
 
     def _classes_for(self, src: sources.Source, classes: Sequence[str] | None) -> list[str]:
         """The classes after this ingest: the store's, extended only by an explicit list."""
