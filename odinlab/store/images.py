@@ -1,23 +1,19 @@
-"""Images in the store: ingest from any source, select, and read pixels back."""
+"""Images in the store: the images table, selections, and reading pixels back."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import zarr
-from zarr.codecs import BloscCodec
 from tqdm.auto import tqdm
 
-from odinlab.errors import DuplicateImageError, ImageFormatError, LabelError, UnknownImageError, listing
-from odinlab.store import sources
+from odinlab.errors import UnknownImageError, listing
 from odinlab.store.arrays import read_rows
-from odinlab.store.pixels import content_ids, to_model_input, to_nchw
+from odinlab.store.pixels import to_model_input
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
-CHUNK_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: cheap to read any handful of images
 
 # What `images=` accepts everywhere: None (all), a split name, ids, or a frame with image_id.
 ImageSelection = str | Sequence[str] | pl.DataFrame | pl.Series | None
@@ -39,45 +35,6 @@ class ImagesMixin:
     def classes(self) -> list[str]:
         """Class names; label ``i`` means ``classes[i]``."""
         return list(self._meta.get("classes", []))
-
-    def ingest(self, source, labels=None, *, split=None, ids=None, metadata=None,
-               classes: Sequence[str] | None = None, layout: str = "auto",
-               size: tuple[int, int] | None = None, batch_size: int = 1024) -> pl.DataFrame:
-        """Add images with labels, split and metadata; return their rows of ``store.images``.
-
-        ``source`` is an array ((N,H,W), (N,H,W,C) or (N,C,H,W)), a folder of PNG/JPEG files
-        (one sub-folder per class, or flat with ``labels="labels.csv"``), a torch Dataset, or an
-        :class:`odinlab.datasets.ImageData`. Ids are content hashes unless ``ids`` are given;
-        ``metadata`` (polars/pandas frame or dict of columns) is aligned by position, or joined
-        on its ``image_id`` column. Nothing is written unless the whole call succeeds.
-
-        >>> store = odinlab.open_store("memory://doc")  # doctest: +SKIP
-        >>> store.ingest(np.zeros((2, 8, 8), np.uint8), labels=[0, 1], split="train")  # doctest: +SKIP
-        """
-        self._check_writable()
-        src = _to_source(source, labels, layout, size)
-        src.labels = labels if labels is not None and src.labels is None else src.labels
-        classes = self._classes_for(src, classes)
-        split_values = _per_image(split if split is not None else src.split, src.n, "split")
-        given_ids = _per_image(ids if ids is not None else src.ids, src.n, "ids")
-        upfront = _label_indices(src.labels, classes, src.n) if src.labels is not None else None
-        if given_ids is not None:  # refuse repeated or known ids before writing any pixels
-            _check_new_ids(given_ids, set(self._tables.read("images")["image_id"].to_list()), set())
-        # Everything up to the table commit runs inside the transaction, so that a failure
-        # anywhere (pixels, ids, metadata, the commit itself) rolls the pixels back.
-        with self._pixel_transaction(src.n) as writer:
-            new_ids, streamed = writer.write(src, given_ids, classes, batch_size)
-            labels_all = upfront if upfront is not None else streamed
-            rows = pl.DataFrame({
-                "image_id": new_ids, "split": split_values,
-                "label": labels_all if labels_all is not None else [None] * src.n,
-                "_row": np.arange(writer.start, writer.start + src.n),
-            }, schema_overrides={"image_id": pl.String, "split": pl.String, "label": pl.Int64})
-            rows = _attach_metadata(rows, src, metadata)
-            if labels_all is not None and len(labels_all) and not classes:
-                classes = [str(i) for i in range(int(np.max(labels_all)) + 1)]
-            self._commit_images(rows, classes, writer)
-        return self.images.filter(pl.col("image_id").is_in(new_ids))
 
     def select(self, images: ImageSelection = None) -> pl.DataFrame:
         """Resolve an image selection to rows of ``store.images``, in the order given.
@@ -167,229 +124,5 @@ class ImagesMixin:
                 return np.zeros((0, 0, 0, 0), np.uint8)
         return read_rows(self.pixel_array, rows)
 
-    def _classes_for(self, src: sources.Source, classes: Sequence[str] | None) -> list[str]:
-        """The classes after this ingest: the store's, extended only by an explicit list."""
-        known = self.classes
-        wanted = list(classes if classes is not None else src.classes or [])
-        labels = src.labels
-        if not wanted and not known and labels is not None and len(labels):
-            if isinstance(_first(labels), str):  # class names given as labels, no list: sort them
-                wanted = sorted(set(labels))
-        if not wanted:
-            return known
-        if known and wanted[: len(known)] != known:
-            raise LabelError(
-                f"Classes {wanted} do not extend the store's classes {known}; "
-                "new classes can only be added after the existing ones."
-            )
-        return wanted
-
-    def _pixel_transaction(self, n: int) -> "PixelWriter":
-        return PixelWriter(self, n)
-
-    def _commit_images(self, rows: pl.DataFrame, classes: list[str], writer: "PixelWriter") -> None:
-        before = dict(self._meta)
-        try:
-            if classes != self.classes:
-                self._write_meta({**self._meta, "classes": list(classes)})
-            self._tables.append("images", rows)  # the commit point
-        except BaseException:
-            writer.rollback()
-            if self._meta != before:  # the classes were extended for images that are not in
-                self._write_meta(before)
-            raise
-
-
-class PixelWriter:
-    """Appends pixels to the Zarr array; on any failure, truncates back to the committed rows."""
-
-    def __init__(self, store, n: int):
-        self.store, self.n = store, n
-        table = store._tables.read("images")
-        self.start = int(table["_row"].max()) + 1 if table.height else 0
-        self.created = False
-        self.rolled_back = False
-
-    def __enter__(self) -> "PixelWriter":
-        return self
-
-    def __exit__(self, kind, error, trace) -> None:
-        if error is not None and not self.rolled_back:
-            self.rollback()
-
-    def write(self, src: sources.Source, ids: list | None, classes: list[str], batch_size: int):
-        existing = set(self.store._tables.read("images")["image_id"].to_list())
-        new_ids, labels, offset, seen = [], [], 0, set()
-        for raw, raw_labels in tqdm(src.batches(batch_size), total=-(-src.n // batch_size),
-                                    desc="ingest", unit="batch", delay=2):
-            batch = to_nchw(raw, src.layout, offset=offset)
-            batch_ids = ids[offset : offset + len(batch)] if ids is not None else content_ids(batch)
-            _check_new_ids(batch_ids, existing, seen)
-            if raw_labels is not None:
-                labels.extend(_label_indices(raw_labels, classes, len(batch)))
-            self._store_batch(batch, offset)
-            new_ids.extend(batch_ids)
-            offset += len(batch)
-        if offset != src.n:
-            raise ImageFormatError(f"The source yielded {offset} images but has length {src.n}.")
-        return new_ids, (np.array(labels, dtype=np.int64) if labels else None)
-
-    def _store_batch(self, batch: np.ndarray, offset: int) -> None:
-        group = self.store._arrays(mode="a")
-        if "images/pixels" not in group:
-            per_image = batch[0].nbytes
-            group.create_array(
-                "images/pixels", shape=(0, *batch.shape[1:]), dtype=batch.dtype,
-                chunks=(max(1, min(65536, CHUNK_BYTES // per_image)), *batch.shape[1:]),
-                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
-            )
-            self.created = True
-        array = group["images/pixels"]
-        if array.shape[1:] != batch.shape[1:] or array.dtype != batch.dtype:
-            raise ImageFormatError(
-                f"Image shape mismatch: the store holds {array.shape[1:]} {array.dtype} images "
-                f"(C, H, W); these are {batch.shape[1:]} {batch.dtype}. Resize or convert them "
-                "(folders: size=(H, W)), or use another store."
-            )
-        if offset == 0:
-            array.resize((self.start + self.n, *array.shape[1:]))
-        array[self.start + offset : self.start + offset + len(batch)] = batch
-
-    def rollback(self) -> None:
-        self.rolled_back = True
-        group = self.store._arrays(mode="a")
-        if self.created and "images/pixels" in group:
-            del group["images/pixels"]
-        elif "images/pixels" in group:
-            array = group["images/pixels"]
-            array.resize((self.start, *array.shape[1:]))
-
-
-def _to_source(source, labels, layout: str, size) -> sources.Source:
-    from odinlab.datasets import ImageData
-
-    if isinstance(source, ImageData):
-        return sources.from_image_data(source)
-    if isinstance(source, str | Path):
-        return sources.from_folder(Path(source), labels, size)
-    if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not hasattr(source, "shape"):
-        if type(source).__module__.split(".")[0] in ("torch", "torchvision") or hasattr(source, "classes") \
-                or _is_torch_dataset(source):
-            return sources.from_dataset(source, layout)
-    return sources.from_array(source, layout)
-
-
-def _is_torch_dataset(obj) -> bool:
-    try:
-        from torch.utils.data import Dataset
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, Dataset)
-
-
-def _per_image(value, n: int, what: str) -> list | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # one split for all images; one id only fits one image
-        if what == "split":
-            return [value] * n
-        value = [value]
-    values = list(value.to_list() if hasattr(value, "to_list") else value)
-    if len(values) != n:
-        _bad_len(what, len(values), n)
-    return [None if v is None else str(v) for v in values]
-
-
-def _bad_len(what: str, got: int, n: int):
-    raise LabelError(f"{what} has {got} entries but there are {n} images; give one per image.")
-
-
-def _label_indices(labels, classes: list[str], n: int) -> np.ndarray:
-    values = list(labels.tolist() if hasattr(labels, "tolist") else labels)
-    if len(values) != n:
-        _bad_len("labels", len(values), n)
-    if values and isinstance(_first(values), str):
-        lookup = {name: i for i, name in enumerate(classes)}
-        bad = sorted({v for v in values if v not in lookup})
-        if bad:
-            raise LabelError(f"Labels {bad[:5]} are not classes of this store. Classes: {listing(classes)}.")
-        return np.array([lookup[v] for v in values], dtype=np.int64)
-    array = np.asarray(values)
-    if array.dtype.kind == "f" and np.all(array == np.round(array)):
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise LabelError(f"Labels must be class indices or class names; got dtype {array.dtype}.")
-    limit = len(classes) if classes else None
-    bad = array[(array < 0) | (array >= limit if limit else False)]
-    if bad.size:
-        raise LabelError(
-            f"Labels {sorted(set(bad.tolist()))[:5]} are outside the classes 0..{(limit or 1) - 1} "
-            f"({listing(classes)}). Pass classes=[...] naming every class."
-        )
-    return array.astype(np.int64)
-
-
-def _check_new_ids(batch_ids: list[str], existing: set[str], seen: set[str]) -> None:
-    """Refuse ids in the store (``existing``) or earlier in this call (``seen``, updated)."""
-    for image_id in batch_ids:
-        if image_id in existing or image_id in seen:
-            where = "already in the store" if image_id in existing else "repeated in this call"
-            raise DuplicateImageError(
-                f"Image id {image_id!r} is {where}. Ids must be unique (content-hash ids repeat "
-                "when the same pixels are ingested twice; pass ids=[...] to keep both)."
-            )
-        seen.add(image_id)
-
-
-def _attach_metadata(rows: pl.DataFrame, src: sources.Source, metadata) -> pl.DataFrame:
-    for name, values in src.extra.items():
-        rows = rows.with_columns(pl.Series(name, values))
-    for frame in (src.metadata, metadata):
-        if frame is None:
-            continue
-        frame = _as_polars(frame)
-        # label_name is computed by store.images; columns already set (e.g. source_path) stay.
-        taken = {*RESERVED_COLUMNS, "label_name", *rows.columns} - {"image_id"}
-        clash = [c for c in frame.columns if c in taken or c.startswith("_")]
-        if clash:
-            raise LabelError(f"Metadata columns {clash} clash with the store's own columns; rename them.")
-        if "image_id" in frame.columns:
-            frame = frame.with_columns(pl.col("image_id").cast(pl.String))  # ids are stored as text
-            repeated = frame.filter(pl.col("image_id").is_duplicated())["image_id"].unique(maintain_order=True)
-            if repeated.len():
-                raise DuplicateImageError(
-                    f"Metadata has more than one row for image ids {listing(repeated.head(3).to_list())}; "
-                    "give one row per image."
-                )
-            unknown = frame.filter(~pl.col("image_id").is_in(rows["image_id"].implode()))
-            if unknown.height:
-                raise UnknownImageError(
-                    f"Metadata has {unknown.height} image ids not in this ingest, "
-                    f"e.g. {listing(unknown['image_id'].head(3).to_list())}."
-                )
-            rows = rows.join(frame, on="image_id", how="left", maintain_order="left")
-        elif frame.height != rows.height:
-            _bad_len("metadata", frame.height, rows.height)
-        else:
-            rows = pl.concat([rows, frame], how="horizontal")
-    return rows
-
-
-def _as_polars(frame) -> pl.DataFrame:
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    if isinstance(frame, dict):
-        try:
-            return pl.DataFrame(frame)
-        except pl.exceptions.ShapeError as error:
-            lengths = {name: len(values) for name, values in frame.items()}
-            raise LabelError(f"Metadata columns differ in length: {lengths}; give one value per image.") from error
-    return pl.from_pandas(frame.reset_index(drop=True) if hasattr(frame, "reset_index") else frame)
-
-
 def _metadata_columns(table: pl.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in (*RESERVED_COLUMNS, "_row")]
-
-
-def _first(values):
-    return next(iter(values))

@@ -28,6 +28,7 @@ from odinlab.errors import ReadOnlyStoreError, StoreError
 from odinlab.store.experiments import ExperimentsMixin
 from odinlab.store.fs import StoreFS
 from odinlab.store.images import ImagesMixin
+from odinlab.store.ingest import IngestMixin
 from odinlab.store.materialize import MaterializeMixin
 from odinlab.store.models import ModelsMixin
 from odinlab.store.tables import SCHEMAS, Tables
@@ -37,7 +38,7 @@ FORMAT_VERSION = 1
 MARKER = ("odinlab.json",)
 
 
-class Store(ImagesMixin, ModelsMixin, ExperimentsMixin, MaterializeMixin):
+class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, MaterializeMixin):
     """A store of images, model versions and experiments; open one with :func:`open_store`.
 
     >>> store = odinlab.open_store("memory://store-class-example")

@@ -13,7 +13,7 @@ CHILD = textwrap.dedent("""
     import os, sys, time
     import numpy as np
     import odinlab
-    from odinlab.store import images
+    from odinlab.store import ingest
 
     path, phase = sys.argv[1], sys.argv[2]
     if phase == "table":  # stall inside the atomic table write, after the temp file is written
@@ -24,12 +24,12 @@ CHILD = textwrap.dedent("""
             time.sleep(120)
         os.fsync = stalled_fsync
     else:  # stall after the first batch of pixels went to Zarr, before the table commit
-        real_store = images.PixelWriter._store_batch
+        real_store = ingest.PixelWriter._store_batch
         def stalled_store(self, batch, offset):
             real_store(self, batch, offset)
             print("stalled", flush=True)
             time.sleep(120)
-        images.PixelWriter._store_batch = stalled_store
+        ingest.PixelWriter._store_batch = stalled_store
     store = odinlab.open_store(path)
     rng = np.random.default_rng(1)
     store.ingest(rng.integers(0, 256, (50, 8, 8), dtype=np.uint8), labels=np.zeros(50, int),

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 import odinlab
-from odinlab.store import images as images_module
+from odinlab.store import ingest as ingest_module
 
 
 def memory_store():
@@ -24,7 +24,7 @@ def store(request, tmp_path):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 4 images of 1x8x8 uint8, so that tiny stores span several chunks."""
-    monkeypatch.setattr(images_module, "CHUNK_BYTES", 4 * 64)
+    monkeypatch.setattr(ingest_module, "CHUNK_BYTES", 4 * 64)
 
 
 def gray(n, seed=0, size=(8, 8)):
@@ -430,13 +430,13 @@ def filled(small_chunks, store):
 def written_batches(monkeypatch):
     """Offsets of the batches whose pixels reached the Zarr array, in order."""
     offsets = []
-    real = images_module.PixelWriter._store_batch
+    real = ingest_module.PixelWriter._store_batch
 
     def spy(self, batch, offset):
         real(self, batch, offset)
         offsets.append(offset)
 
-    monkeypatch.setattr(images_module.PixelWriter, "_store_batch", spy)
+    monkeypatch.setattr(ingest_module.PixelWriter, "_store_batch", spy)
     return offsets
 
 

@@ -8,7 +8,7 @@ import pytest
 import zarr
 
 import odinlab
-from odinlab.store import images as images_module
+from odinlab.store import ingest as ingest_module
 
 N = 40
 IDS = [f"im{i:02d}" for i in range(N)]
@@ -26,7 +26,7 @@ def pixels():
 @pytest.fixture
 def store(monkeypatch, pixels):
     """40 labelled 1x6x6 images, chunks of 3 images, split 20/10/10 in order."""
-    monkeypatch.setattr(images_module, "CHUNK_BYTES", 3 * 36)
+    monkeypatch.setattr(ingest_module, "CHUNK_BYTES", 3 * 36)
     store = odinlab.open_store(f"memory://select-{uuid.uuid4().hex}")
     store.ingest(pixels, labels=np.arange(N) % 4, classes=list("abcd"), split=SPLITS, ids=IDS,
                  metadata={"age": np.arange(N) * 2}, batch_size=16)
