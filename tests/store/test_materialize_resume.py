@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
     batches = []
     def stall_after_five(module, inputs):
         batches.append(1)
-        if len(batches) == 6:  # five batches are committed; the sixth never finishes
+        if len(batches) == 6:  # five batches ran; the fifth may still be in the writer thread
             print("stalled", flush=True)
             time.sleep(120)
     net.register_forward_pre_hook(stall_after_five)
@@ -49,10 +49,10 @@ def test_killed_materialize_resumes_missing_batches_only_with_identical_result(t
         child.wait()
 
     resumed = odinlab.open_store(tmp_path / "interrupted")
-    before = resumed.materialized("cnn@1")
-    assert before["images"].to_list() == [500] * 4  # five committed batches survived the kill
+    done = resumed.materialized("cnn@1")["images"].to_list()
+    assert done in ([400] * 4, [500] * 4)  # whole committed batches survived the kill, nothing torn
     report = resumed.materialize(net, LAYERS, dtype="uint8", batch_size=100, progress=False)
-    assert report["computed"].to_list() == [1797 - 500] * 4
+    assert report["computed"].to_list() == [1797 - done[0]] * 4
 
     clean, clean_net = _make_store(tmp_path / "clean")
     clean.materialize(clean_net, LAYERS, dtype="uint8", batch_size=100, progress=False)
