@@ -26,7 +26,7 @@ class ImagesMixin:
     def images(self) -> pl.DataFrame:
         """The images table: image_id, split, label, label_name and metadata columns.
 
-        >>> store.images.filter(pl.col("split") == "test").height  # doctest: +SKIP
+        >>> store.images.filter(pl.col("split") == "test").height
         270
         """
         return self._present(self._tables.read("images"))
@@ -39,18 +39,21 @@ class ImagesMixin:
     def select(self, images: ImageSelection = None) -> pl.DataFrame:
         """Resolve an image selection to rows of ``store.images``, in the order given.
 
-        ``images`` is None (all), a split name, a list of ids, or a frame with ``image_id``.
-        Unknown ids and splits are refused with what the store has.
+        ``images`` is None (all), a split name, a list of ids, a frame with ``image_id``, or a
+        SQL query over the store's tables that returns ``image_id``. Unknown ids and splits are
+        refused with what the store has.
 
-        >>> store.select("test").height  # doctest: +SKIP
+        >>> store.select("test").height
         270
+        >>> store.select("SELECT image_id FROM images WHERE label = 3 AND split = 'val'").height
+        27
         """
         return self._present(self._select_rows(images))
 
     def pixels(self, images: ImageSelection = None) -> np.ndarray:
         """The pixels of the selected images, (N, C, H, W) in the order selected.
 
-        >>> store.pixels(["digits-0000"]).shape  # doctest: +SKIP
+        >>> store.pixels(["digits-0000"]).shape
         (1, 1, 8, 8)
         """
         return self._read_rows(self._select_rows(images)["_row"].to_numpy())
@@ -61,7 +64,8 @@ class ImagesMixin:
 
         uint8 pixels are scaled to [0, 1]. Memory holds one batch, whatever the selection size.
 
-        >>> for rows, x in store.batches("val", batch_size=128): ...  # doctest: +SKIP
+        >>> [x.shape for rows, x in store.batches("val", batch_size=200)]
+        [(200, 1, 8, 8), (69, 1, 8, 8)]
         """
         rows = self._select_rows(images)
         with tqdm(total=rows.height, desc=progress, disable=progress is None, unit="img", delay=2) as bar:
@@ -97,6 +101,12 @@ class ImagesMixin:
         table = self._tables.read("images")
         if images is None:
             return table
+        if isinstance(images, str) and images.lstrip().lower().startswith(("select ", "with ")):
+            images = self.sql(images)  # a query: its image_id column is the selection
+            if "image_id" not in images.columns:
+                raise UnknownImageError(
+                    f"The query returned columns {images.columns}; select image_id to choose images."
+                )
         if isinstance(images, str):
             if images in table["image_id"]:
                 return table.filter(pl.col("image_id") == images)

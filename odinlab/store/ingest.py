@@ -32,8 +32,11 @@ class IngestMixin:
         ``metadata`` (polars/pandas frame or dict of columns) is aligned by position, or joined
         on its ``image_id`` column. Nothing is written unless the whole call succeeds.
 
-        >>> store = odinlab.open_store("memory://doc")  # doctest: +SKIP
-        >>> store.ingest(np.zeros((2, 8, 8), np.uint8), labels=[0, 1], split="train")  # doctest: +SKIP
+        >>> fresh = odinlab.open_store("memory://ingest-doc")
+        >>> rows = fresh.ingest(np.zeros((2, 8, 8), np.uint8) + [[[0]], [[9]]], labels=["cat", "dog"],
+        ...                     split="train", metadata={"age": [3, 5]})
+        >>> rows.select("label", "label_name", "age").rows()
+        [(0, 'cat', 3), (1, 'dog', 5)]
         """
         self._check_writable()
         src = _to_source(source, labels, layout, size)

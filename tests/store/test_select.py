@@ -198,3 +198,14 @@ def test_read_only_store_can_select_and_read(tmp_path, pixels):
     assert reader.read_only
     np.testing.assert_array_equal(reader.pixels(["im05", "im33"])[:, 0], pixels[[5, 33]])
     assert reader.select("test").height == 10
+
+
+def test_a_sql_query_selects_images_by_metadata():
+    store = odinlab.open_store(f"memory://{uuid.uuid4().hex}")
+    store.ingest(np.arange(4 * 64, dtype=np.uint8).reshape(4, 8, 8), labels=[0, 1, 0, 1],
+                 metadata={"age": [20, 60, 70, 30]}, ids=["a", "b", "c", "d"])
+    chosen = store.select("SELECT image_id FROM images WHERE age > 50 ORDER BY age DESC")
+    assert chosen["image_id"].to_list() == ["c", "b"]
+    np.testing.assert_array_equal(store.pixels("select image_id from images where age < 25"), store.pixels(["a"]))
+    with pytest.raises(odinlab.UnknownImageError, match="select image_id"):
+        store.select("SELECT age FROM images")
