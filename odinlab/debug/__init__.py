@@ -1,0 +1,1 @@
+"""Debugging questions asked of a model and its store; one module per question."""
