@@ -125,15 +125,14 @@ class MaterializeMixin:
         model_id = self.resolve_model(model_id)
         table = self._tables.read("images") if images is None else self._select_rows(images)
         path = predictions_path(model_id)
-        if path not in self._arrays():
-            return _predictions_frame(model_id, table.head(0), np.zeros((0, 1), np.float32), np.zeros(0))
-        target = RowArray(self._arrays()[path])
-        rows = table["_row"].to_numpy()
-        table = table.filter(pl.Series(target.done_rows(rows)))
-        rows = table["_row"].to_numpy()
-        probs = target.read(rows) if len(rows) else np.zeros((0, target.values.shape[1]), np.float32)
-        loss = target.read_extra("loss", rows)
-        frame = _predictions_frame(model_id, table, probs, loss)
+        if path in self._arrays():
+            target = RowArray(self._arrays()[path])
+            table = table.filter(pl.Series(target.done_rows(table["_row"].to_numpy())))
+            rows = table["_row"].to_numpy()
+            probs = target.read(rows) if len(rows) else np.zeros((0, target.values.shape[1]), np.float32)
+            frame = _predictions_frame(model_id, table, probs, target.read_extra("loss", rows))
+        else:  # nothing materialized yet: the same columns, no rows
+            frame = _predictions_frame(model_id, table.head(0), np.zeros((0, 1), np.float32), np.zeros(0))
         return frame.join(self.images, on="image_id", how="left", maintain_order="left")
 
     def materialized(self, model_id: str | None = None) -> pl.DataFrame:
