@@ -90,6 +90,7 @@ class MaterializeMixin:
         (2, 64)
         """
         model_id = self.resolve_model(model_id)
+        self._check_layers(None, model_id, [layer])  # against the registered architecture
         selected = self._select_rows(images)
         rows = selected["_row"].to_numpy()
         target = self._find_layer_array(model_id, layer, dtype, pool)
@@ -175,8 +176,12 @@ class MaterializeMixin:
             )
         return module, model_id
 
-    def _check_layers(self, module: nn.Module, model_id: str, layers: list[str]) -> list[str]:
-        names = [name for name, _ in module.named_modules() if name]
+    def _check_layers(self, module: nn.Module | None, model_id: str, layers: list[str]) -> list[str]:
+        """``layers`` without repeats, or UnknownLayerError naming the closest and all layers.
+
+        Checked against the module's ``named_modules()``, or the registered architecture when
+        no module is given."""
+        names = [n for n, _ in module.named_modules() if n] if module is not None else self.layers(model_id)
         for layer in layers:
             if layer not in names:
                 raise UnknownLayerError(
