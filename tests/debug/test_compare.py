@@ -1,0 +1,104 @@
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from scipy.stats import binomtest, chi2
+
+import odinlab
+from odinlab.debug import compare
+from odinlab.nets import SmallCNN
+from odinlab.training import fit
+
+
+@pytest.fixture(scope="module")
+def versions():
+    """v1 trained on digits; v2 = v1 with its conv layers frozen and the head trained on."""
+    torch.manual_seed(0)
+    store = odinlab.open_store("memory://compare-versions")
+    store.ingest(odinlab.datasets.digits())
+    v1 = SmallCNN(1, 10, width=8)
+    fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
+    store.register_model(v1, "cnn")
+    v2 = store.load_weights("cnn@1", SmallCNN(1, 10, width=8))
+    v2.features.requires_grad_(False)
+    fit(v2, store, "train", epochs=6, lr=1e-2, seed=1, progress=False)
+    store.register_model(v2, "cnn", parent="cnn@1")
+    for net in (v1, v2):
+        store.materialize(net, ["features.relu2", "head.fc1"], progress=False)
+    return store
+
+
+def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):
+    store = versions
+    result = compare.agreement(store, "cnn@1", "cnn@2", "test")
+    a = store.predictions("cnn@1", "test")["correct"].to_numpy()
+    b = store.predictions("cnn@2", "test")["correct"].to_numpy()
+    assert result["only_a_right"] == (a & ~b).sum() and result["only_b_right"] == (~a & b).sum()
+    assert result["both_right"] + result["both_wrong"] + result["only_a_right"] + result["only_b_right"] == 270
+    n = result["only_a_right"] + result["only_b_right"]
+    expected = binomtest(result["only_a_right"], n, 0.5).pvalue if n < 25 else \
+        chi2.sf((abs(result["only_a_right"] - result["only_b_right"]) - 1) ** 2 / n, 1)
+    assert result["mcnemar_p"] == pytest.approx(expected)
+    assert result["accuracy_b"] > result["accuracy_a"]  # v2 trained longer
+
+
+def test_disagreements_say_which_version_is_right(versions):
+    store = versions
+    rows = compare.disagreements(store, "cnn@1", "cnn@2", "test")
+    assert rows.height == round((1 - compare.agreement(store, "cnn@1", "cnn@2", "test")["agreement"]) * 270)
+    assert (rows["predicted_a"] != rows["predicted_b"]).all()
+    for row in rows.iter_rows(named=True):
+        expected = "a" if row["correct_a"] and not row["correct_b"] else "b" if row["correct_b"] and not row["correct_a"] else "neither"
+        assert row["right"] == expected
+
+
+def test_class_deltas_are_the_difference_of_per_class_metrics(versions):
+    store = versions
+    deltas = compare.class_deltas(store, "cnn@1", "cnn@2", "test")
+    np.testing.assert_allclose(deltas["recall_delta"], deltas["recall_b"] - deltas["recall_a"])
+    recall_a_3 = store.predictions("cnn@1", "test").filter(pl.col("label") == 3)["correct"].mean()
+    assert deltas["recall_a"][3] == pytest.approx(recall_a_3)
+    assert len(compare.class_delta_figure(store, "cnn@1", "cnn@2", "test").data[0].y) == 10
+
+
+def test_linear_cka_is_invariant_to_rotation_and_scale_and_low_for_unrelated_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 20))
+    rotation = np.linalg.qr(rng.normal(size=(20, 20)))[0]
+    assert compare.linear_cka(x, 5 * x @ rotation) == pytest.approx(1.0)
+    assert compare.linear_cka(x, rng.normal(size=(200, 20))) < 0.2
+    wide = rng.normal(size=(30, 500))  # the Gram form (fewer images than features) agrees
+    assert compare.linear_cka(wide, wide @ np.diag(rng.uniform(0.5, 2, 500))) == pytest.approx(
+        _cka_by_definition(wide, wide @ np.diag(rng.uniform(0.5, 2, 500))), abs=0.05)
+
+
+def _cka_by_definition(x, y):
+    h = np.eye(len(x)) - 1 / len(x)
+    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return np.trace(k @ l) / np.sqrt(np.trace(k @ k) * np.trace(l @ l))
+
+
+def test_cka_matrix_sees_frozen_layers_as_identical(versions):
+    store = versions
+    matrix = compare.cka_matrix(store, "cnn@1", "cnn@2", ["features.relu2", "head.fc1"],
+                                ["features.relu2", "head.fc1"], "val")
+    values = {(r["layer_a"], r["layer_b"]): r["cka"] for r in matrix.iter_rows(named=True)}
+    assert values[("features.relu2", "features.relu2")] == pytest.approx(1.0, abs=1e-6)  # frozen in v2
+    assert values[("head.fc1", "head.fc1")] < 1.0
+    assert compare.cka_figure(matrix).data[0].z.shape == (2, 2)
+
+
+def test_flips_match_disagreements_and_frozen_layers_do_not_move(versions):
+    store = versions
+    moved_head = compare.flips(store, "cnn@1", "cnn@2", "head.fc1", "test")
+    assert moved_head["flipped"].sum() == compare.disagreements(store, "cnn@1", "cnn@2", "test").height
+    assert moved_head["moved"].max() > 0 and moved_head["moved"].is_sorted(descending=True)
+    frozen = compare.flips(store, "cnn@1", "cnn@2", "features.relu2", "test")
+    assert frozen["moved"].max() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_versions_of_different_tasks_are_refused(versions):
+    store = versions
+    store.register_model(SmallCNN(1, 10, width=8), "other", classes=[str(i) for i in range(9, -1, -1)])
+    with pytest.raises(compare.ComparisonError, match="different classes"):
+        compare.agreement(store, "cnn@1", "other@1", "test")
