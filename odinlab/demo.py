@@ -24,7 +24,10 @@ V2_HYPERPARAMS = {"epochs": 10, "lr": 0.003, "batch_size": 64, "width": 16, "fro
 def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinlab.Store:
     """Build the demo store and print what is in it; return the store.
 
-    >>> store = run_demo("/tmp/odinlab-demo")  # doctest: +SKIP
+    >>> import tempfile
+    >>> demo = run_demo(tempfile.mkdtemp() + "/demo", echo=lambda *args: None)
+    >>> demo.models["model_id"].to_list()
+    ['digits-cnn@1', 'digits-cnn@2']
     """
     started = time.perf_counter()
     torch.manual_seed(0)

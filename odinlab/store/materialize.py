@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import polars as pl
 import torch
-from dask.utils import format_bytes, parse_bytes
+from dask.utils import parse_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
