@@ -12,6 +12,8 @@ import odinlab
 from odinlab.nets import SmallCNN
 from odinlab.training import fit
 
+torch.set_num_threads(1)  # tiny doctest models: one thread is fastest and plays well with others
+
 
 @pytest.fixture(autouse=True)
 def _doctest_namespace(request, doctest_namespace):

@@ -6,6 +6,9 @@ import torch
 
 import odinlab
 
+# Tiny models run fastest on one thread, and tests must not fight other processes for cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def store():

@@ -318,7 +318,8 @@ def _catch(caught: dict, layer: str, pool):
 
     def hook(module, inputs, output):
         tensor = output[0] if isinstance(output, tuple | list) else output
-        tensor = tensor.detach().float()
+        # A copy: a later in-place op (nn.ReLU(inplace=True)) would otherwise rewrite it.
+        tensor = tensor.detach().float().clone()
         if k and tensor.ndim == 4:
             tensor = nn.functional.adaptive_avg_pool2d(tensor, k)
         caught[layer] = tensor

@@ -158,3 +158,16 @@ def test_auto_batch_size_follows_the_memory_budget(digits_store):
     assert 1 <= small < large
     per_image = 4 * (4 * 64 * 2 + 8 * 64 * 2 + 8 * 4 + 16 * 2 + 10)  # outputs of every layer, roughly
     assert small <= 64_000 // per_image + 1
+
+
+def test_a_layer_followed_by_an_inplace_relu_keeps_its_own_output(store):
+    store.ingest(odinlab.datasets.digits())
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(inplace=True),
+                              torch.nn.Flatten(), torch.nn.Linear(256, 10))
+    store.register_model(net, "inplace")
+    store.materialize(net, ["0"], "val", dtype="float32", progress=False)
+    conv = store.activations("inplace@1", "0", "val")
+    with torch.no_grad():
+        expected = net[0](torch.from_numpy(store.pixels("val").astype(np.float32) / 255)).numpy()
+    assert (conv < 0).any()
+    np.testing.assert_allclose(conv, expected, rtol=1e-5, atol=1e-6)
