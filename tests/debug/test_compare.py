@@ -25,11 +25,11 @@ def versions():
     store.register_model(v2, "cnn", parent="cnn@1")
     for net in (v1, v2):
         store.materialize(net, ["features.relu2", "head.fc1"], progress=False)
-    return store
+    return store, v1, v2  # the store holds modules weakly: keep them alive
 
 
 def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):
-    store = versions
+    store, *_ = versions
     result = compare.agreement(store, "cnn@1", "cnn@2", "test")
     a = store.predictions("cnn@1", "test")["correct"].to_numpy()
     b = store.predictions("cnn@2", "test")["correct"].to_numpy()
@@ -43,7 +43,7 @@ def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):
 
 
 def test_disagreements_say_which_version_is_right(versions):
-    store = versions
+    store, *_ = versions
     rows = compare.disagreements(store, "cnn@1", "cnn@2", "test")
     assert rows.height == round((1 - compare.agreement(store, "cnn@1", "cnn@2", "test")["agreement"]) * 270)
     assert (rows["predicted_a"] != rows["predicted_b"]).all()
@@ -53,7 +53,7 @@ def test_disagreements_say_which_version_is_right(versions):
 
 
 def test_class_deltas_are_the_difference_of_per_class_metrics(versions):
-    store = versions
+    store, *_ = versions
     deltas = compare.class_deltas(store, "cnn@1", "cnn@2", "test")
     np.testing.assert_allclose(deltas["recall_delta"], deltas["recall_b"] - deltas["recall_a"])
     recall_a_3 = store.predictions("cnn@1", "test").filter(pl.col("label") == 3)["correct"].mean()
@@ -79,7 +79,7 @@ def _cka_by_definition(x, y):
 
 
 def test_cka_matrix_sees_frozen_layers_as_identical(versions):
-    store = versions
+    store, *_ = versions
     matrix = compare.cka_matrix(store, "cnn@1", "cnn@2", ["features.relu2", "head.fc1"],
                                 ["features.relu2", "head.fc1"], "val")
     values = {(r["layer_a"], r["layer_b"]): r["cka"] for r in matrix.iter_rows(named=True)}
@@ -89,7 +89,7 @@ def test_cka_matrix_sees_frozen_layers_as_identical(versions):
 
 
 def test_flips_match_disagreements_and_frozen_layers_do_not_move(versions):
-    store = versions
+    store, *_ = versions
     moved_head = compare.flips(store, "cnn@1", "cnn@2", "head.fc1", "test")
     assert moved_head["flipped"].sum() == compare.disagreements(store, "cnn@1", "cnn@2", "test").height
     assert moved_head["moved"].max() > 0 and moved_head["moved"].is_sorted(descending=True)
@@ -98,7 +98,22 @@ def test_flips_match_disagreements_and_frozen_layers_do_not_move(versions):
 
 
 def test_versions_of_different_tasks_are_refused(versions):
-    store = versions
+    store, *_ = versions
     store.register_model(SmallCNN(1, 10, width=8), "other", classes=[str(i) for i in range(9, -1, -1)])
     with pytest.raises(compare.ComparisonError, match="different classes"):
         compare.agreement(store, "cnn@1", "other@1", "test")
+
+
+def test_attribution_agreement_is_a_rank_correlation_of_the_two_maps(versions):
+    store, *_ = versions
+    ids = store.select("test")["image_id"].head(12)
+    agree = compare.attribution_agreement(store, "cnn@1", "cnn@2", ids, method="saliency")
+    from odinlab.debug.attribution import Attributor
+    from scipy.stats import spearmanr
+    first = agree.row(0, named=True)
+    maps = [Attributor(store, m, method="saliency").attribute([first["image_id"]], progress=False)
+            for m in ("cnn@1", "cnn@2")]
+    assert first["spearman"] == pytest.approx(spearmanr(maps[0].ravel(), maps[1].ravel()).statistic, abs=1e-6)
+    assert agree.height == 12 and agree["spearman"].is_sorted()
+    same = compare.attribution_agreement(store, "cnn@1", "cnn@1", ids, method="saliency")
+    assert same["spearman"].min() == pytest.approx(1.0)
