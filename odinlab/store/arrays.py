@@ -62,9 +62,8 @@ class RowArray:
     @classmethod
     def open_or_create(cls, root: zarr.Group, spec: ArraySpec, capacity: int) -> "RowArray":
         if spec.path in root:
-            array = cls(root[spec.path])
-            array.grow(capacity)
-            return array
+            cls(root[spec.path]).grow(capacity)
+            return cls(root[spec.path])  # fresh handles: the old ones keep the old shape
         group = root.require_group(spec.path)
         per_row = max(1, int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize)
         rows = int(np.clip(CHUNK_BYTES // per_row, 1, 8192))

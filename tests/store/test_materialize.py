@@ -171,3 +171,14 @@ def test_a_layer_followed_by_an_inplace_relu_keeps_its_own_output(store):
         expected = net[0](torch.from_numpy(store.pixels("val").astype(np.float32) / 255)).numpy()
     assert (conv < 0).any()
     np.testing.assert_allclose(conv, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_images_ingested_after_a_materialize_can_be_materialized_too(digits_store):
+    store, net = digits_store
+    store.materialize(net, ["head.fc1"], "val", progress=False)
+    extra = np.random.default_rng(3).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    new = store.ingest(extra, labels=[0, 1, 2, 3, 4], split="extra")
+    report = store.materialize(net, ["head.fc1"], new["image_id"], progress=False)
+    assert report["computed"].to_list() == [5, 5]
+    assert store.activations("cnn@1", "head.fc1", new["image_id"]).shape == (5, 16)
+    assert store.predictions("cnn@1", "extra").height == 5
