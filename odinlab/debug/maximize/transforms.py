@@ -10,6 +10,7 @@ transform draws from the generator it is given, so a seed fixes the whole sequen
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch.nn import functional as F
@@ -19,11 +20,12 @@ from odinlab.debug.maximize.errors import TransformError
 PAD_MODES = ("reflect", "replicate", "constant")
 
 
-class Transform:
+class Transform(ABC):
     """Base class: ``transform(x, generator)`` maps a (N, C, H, W) batch to a batch."""
 
+    @abstractmethod
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
+        """Transform one batch, drawing any randomness from ``generator``."""
 
     @property
     def spec(self) -> dict:
