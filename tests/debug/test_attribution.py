@@ -375,3 +375,33 @@ def test_a_read_only_store_computes_in_memory_without_writing(tmp_path):
     assert maps.shape == (6, 1, 8, 8)
     np.testing.assert_allclose(maps[:3], stored, rtol=2e-3, atol=1e-3 * np.abs(stored).max())
     assert np.isfinite(Attributor(reader, net, n_steps=4).deltas(list("abcdef"), progress=False)).all()
+
+
+def test_integrated_gradients_split_over_cores_equal_one_core(digits):
+    store, net = digits
+    attr = Attributor(store, net, n_steps=8)
+    rows, base = np.arange(40), attr._baselines(None)[1]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, one_delta = attr._attribute_batch(rows, "label", base)
+        torch.set_num_threads(2)
+        two, two_delta = attr._attribute_batch(rows, "label", base)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(attr._explainers) == 2  # the second call ran on two worker threads
+    np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(two_delta, one_delta, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, kwargs", [("deeplift", {}), ("saliency", {"noise_tunnel": "smoothgrad"}),
+                                            ("gradient_shap", {}), ("layer_gradcam", {})])
+def test_methods_with_hooks_or_random_draws_run_on_one_thread(digits, method, kwargs):
+    store, net = digits
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert Attributor(store, net, method, **kwargs)._workers(torch.device("cpu"), 64) == 1
+        assert Attributor(store, net, "occlusion")._workers(torch.device("cpu"), 64) == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -85,7 +85,7 @@ class Attributor(BatchesMixin):
                                     f"{listing(layered, 30)}.")
         self.noise_tunnel = _noise_tunnel_args(noise_tunnel)
         self._init_kwargs, self._call_kwargs = self._split_kwargs(method_kwargs, init)
-        self._explainer = None
+        self._explainers: list = []  # one Captum object per worker thread
         self._channel_mean: np.ndarray | None = None
         c, h, w = self.pixel_shape
         self.shape = (1 if self._upsampled else c, h, w)
