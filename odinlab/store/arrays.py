@@ -62,7 +62,10 @@ class RowArray:
     @classmethod
     def open_or_create(cls, root: zarr.Group, spec: ArraySpec, capacity: int) -> "RowArray":
         if spec.path in root:
-            cls(root[spec.path]).grow(capacity)
+            existing = cls(root[spec.path])
+            if existing.values.shape[0] >= capacity:
+                return existing
+            existing.grow(capacity)
             return cls(root[spec.path])  # fresh handles: the old ones keep the old shape
         group = root.require_group(spec.path)
         per_row = max(1, int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize)
