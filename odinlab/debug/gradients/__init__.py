@@ -1,0 +1,30 @@
+"""Per-sample gradients kept compactly (MetaStore, PVLDB 2024), and analytics on the compact form.
+
+For a Linear or Conv2d layer, the gradient of one sample's loss with respect to the weights is
+``Gᵀ U``: ``U`` is the layer input (unfolded, im2col, for a convolution) and ``G`` the gradient of
+the loss with respect to the layer output. Keeping the input (the *prefix*) and the output
+gradient (the *suffix*) per image is enough to restore the exact gradient, and norms, dot
+products, cosine similarities, nearest neighbours in gradient space, TracIn influence and
+scores against a dense query gradient run on that form directly, without building gradients.
+Per layer, the smaller of the compact and the full form is kept (or the one asked for).
+
+>>> grads = GradientStore(store, net, ["head.fc1", "head.fc2"])
+>>> _ = grads.capture(images="train", progress=False)
+>>> grads.most_similar("digits-0001", "train", k=2).columns
+['query_id', 'rank', 'image_id', 'score']
+"""
+
+from odinlab.debug.gradients.capture import forward_backward, gradients_path
+from odinlab.debug.gradients.gradient_store import GradientStore
+from odinlab.debug.gradients.kernels import Grads
+from odinlab.debug.gradients.layers import (
+           LayerSpec,
+           UnsupportedLayerError,
+           layer_spec,
+           layer_specs,
+)
+from odinlab.debug.gradients.operators import QueryShapeError
+from odinlab.debug.gradients.plan import FormError, choose_forms, plan_frame
+
+__all__ = ["FormError", "GradientStore", "Grads", "LayerSpec", "QueryShapeError", "UnsupportedLayerError",
+           "choose_forms", "forward_backward", "gradients_path", "layer_spec", "layer_specs", "plan_frame"]
