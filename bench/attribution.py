@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (odinlab's default)")
     parser.add_argument("--data", choices=("digits", "shapes"), default="digits",
                         help="digits: 1,797 real 8×8 images; shapes: generated 3×32×32 images")
     parser.add_argument("--width", type=int, default=16, help="SmallCNN width (16: the demo's CNN)")

@@ -40,7 +40,7 @@ def _map_chunks(attr: Attributor, selected: pl.DataFrame, target, baselines, bat
 
 
 def mean_by_confusion(attr: Attributor, images: ImageSelection = None, *, target="prediction", baselines=None,
-                      batch_size: int = 128, progress: bool = True) -> pl.DataFrame:
+                      batch_size: int = 256, progress: bool = True) -> pl.DataFrame:
     """The mean attribution map of every confusion cell (true label, predicted class).
 
     One row per cell that has images: ``true``, ``true_name``, ``predicted``,
@@ -120,7 +120,7 @@ def _region(mask, box, n: int, shape) -> tuple[np.ndarray, dict]:
 
 
 def share_inside(attr: Attributor, images: ImageSelection = None, *, mask=None, box=None, target="label",
-                 baselines=None, by: str | None = None, batch_size: int = 128,
+                 baselines=None, by: str | None = None, batch_size: int = 256,
                  progress: bool = True) -> RegionShare:
     """Share of each image's |attribution| (summed over channels) that falls inside a region.
 

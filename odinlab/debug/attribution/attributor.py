@@ -93,7 +93,7 @@ class Attributor(BatchesMixin):
     # -- public ---------------------------------------------------------------------------
 
     def attribute(self, images: ImageSelection = None, target="label", baselines=None, *,
-                  batch_size: int = 128, progress: bool = True) -> np.ndarray:
+                  batch_size: int = 256, progress: bool = True) -> np.ndarray:
         """Attribution maps of ``images`` for ``target``: float32 (N, C, H, W), in the order selected.
 
         ``target`` is ``"label"`` (each image's label), ``"prediction"`` (the model's top
@@ -115,7 +115,7 @@ class Attributor(BatchesMixin):
         return self._read(maps, aux, rows)
 
     def deltas(self, images: ImageSelection = None, target="label", baselines=None, *,
-               batch_size: int = 128, progress: bool = True) -> np.ndarray:
+               batch_size: int = 256, progress: bool = True) -> np.ndarray:
         """Captum's convergence delta of each image's attribution (computed if not stored yet).
 
         For Integrated Gradients it is the sum of the attributions minus the difference of the
