@@ -1,0 +1,321 @@
+"""The model's learned space in two dimensions: UMAP of a layer's activations, cached in the store.
+
+An :class:`Embedding` is fitted on the activations of one layer for one image set (optionally
+after PCA to ~50 dimensions). Its coordinates are stored as a Parquet result keyed by (model
+version, layer, parameters, image set), so fitting again, in this session or a later one, is a
+read. Nothing is pickled into the store (a store is data, never code): the fitted reducer lives
+in this session only; on a reopened store, ``transform`` and ``inverse_transform`` refit it
+once with the same seed, which reproduces the stored coordinates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+import weakref
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from odinlab.debug import cache
+from odinlab.errors import NotMaterializedError, OdinError
+from odinlab.store.images import ImageSelection
+
+REDUCERS = ("umap", "pca", None)
+# Fitted reducers of this session, per store object and embedding key (never written to the store).
+_SESSION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class EmbeddingError(OdinError, ValueError):
+    """An embedding that cannot be fitted or used as asked (too few images, not fitted...)."""
+
+
+def layer_features(store, model_id: str, layer: str, images: ImageSelection = None, *,
+                   spatial: str = "flatten", model=None) -> np.ndarray:
+    """(images, features) float32 activations of ``layer``: conv maps flattened or averaged.
+
+    Computed on demand with ``model`` (or this session's module); a layer never materialized
+    with no module raises :class:`~odinlab.errors.NotMaterializedError`.
+
+    >>> layer_features(store, "cnn@1", "features.relu2", ["digits-0000"], spatial="mean").shape
+    (1, 32)
+    """
+    if spatial not in ("flatten", "mean"):
+        raise EmbeddingError(f"spatial must be 'flatten' or 'mean', not {spatial!r}.")
+    values = store.activations(model_id, layer, images, model=model)
+    if values.ndim > 2:
+        values = values.reshape(len(values), values.shape[1], -1)
+        values = values.mean(axis=2) if spatial == "mean" else values.reshape(len(values), -1)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+class Embedding:
+    """UMAP (or PCA) of a layer's activations, scikit-learn style, cached in the store.
+
+    ``pca`` reduces to that many dimensions before UMAP (None: off); ``reducer`` is ``"umap"``,
+    ``"pca"`` (a linear map straight to ``n_components``) or None. Features that already have
+    ``n_components`` dimensions (a 2-unit layer) are used as they are. Deterministic for a
+    ``seed`` (UMAP then runs single-threaded). After ``fit``: ``embedding_`` (images ×
+    n_components), ``image_ids_``, ``from_cache_`` (True when the coordinates were read).
+
+    >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+    >>> emb.embedding_.shape, emb.from_cache_
+    ((269, 2), False)
+    >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val").from_cache_
+    True
+    """
+
+    def __init__(self, store, model_id: str, layer: str, *, n_components: int = 2, pca: int | None = 50,
+                 n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean",
+                 reducer: str | None = "umap", spatial: str = "flatten", seed: int = 0,
+                 model=None, progress: bool = True):
+        if reducer not in REDUCERS:
+            raise EmbeddingError(f"reducer must be one of 'umap', 'pca' or None, not {reducer!r}.")
+        if not isinstance(n_components, int) or n_components < 1:
+            raise EmbeddingError(f"n_components must be a positive int, not {n_components!r}.")
+        if pca is not None and (not isinstance(pca, int) or pca < n_components):
+            raise EmbeddingError(f"pca must be None or an int >= n_components ({n_components}), not {pca!r}.")
+        self.store, self.model_id, self.layer = store, store.resolve_model(model_id), layer
+        self.n_components, self.pca, self.n_neighbors, self.min_dist = n_components, pca, n_neighbors, min_dist
+        self.metric, self.reducer, self.spatial, self.seed = metric, reducer, spatial, seed
+        self.model, self.progress = model, progress
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict:
+        """The parameters that key the cached coordinates (besides model version and images)."""
+        return {"layer": self.layer, "n_components": self.n_components, "pca": self.pca,
+                "n_neighbors": self.n_neighbors, "min_dist": self.min_dist, "metric": self.metric,
+                "reducer": self.reducer, "spatial": self.spatial, "seed": self.seed}
+
+    def fit(self, images: ImageSelection = None) -> Embedding:
+        """Fit on ``images`` (None: all), or read the stored coordinates of the same fit; return self.
+
+        >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val").image_ids_[0]
+        'digits-0007'
+        """
+        ids = self.store.select(images)["image_id"]
+        if ids.len() == 0:
+            raise EmbeddingError("The image selection is empty; nothing to embed.")
+        self.key = cache.digest({**self.params, "images": cache.digest({"ids": ids.to_list()})})
+        computed = []
+
+        def compute() -> pl.DataFrame:
+            computed.append(True)
+            coords = self._fit_features(layer_features(self.store, self.model_id, self.layer, ids,
+                                                       spatial=self.spatial, model=self.model))
+            return pl.DataFrame({"image_id": ids, **{f"c{j}": coords[:, j] for j in range(coords.shape[1])}})
+
+        frame = cache.frame(self.store, self.model_id, "embedding", {**self.params, "key": self.key}, compute)
+        self.image_ids_ = frame["image_id"].to_list()
+        self.embedding_ = frame.drop("image_id").to_numpy().astype(np.float32)
+        self.from_cache_ = not computed
+        self._index = {image_id: i for i, image_id in enumerate(self.image_ids_)}
+        return self
+
+    def fit_transform(self, images: ImageSelection = None) -> np.ndarray:
+        """``fit(images).embedding_``.
+
+        >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit_transform("val").shape
+        (269, 2)
+        """
+        return self.fit(images).embedding_
+
+    def _fit_features(self, x: np.ndarray) -> np.ndarray:
+        """Fit the reducer on features ``x`` and keep it in this session; return the coordinates."""
+        n, d = x.shape
+        self.feature_dim_ = d
+        if d == self.n_components:
+            self._remember(None, None)  # used as is
+            return x.astype(np.float32)
+        if self.reducer is None:
+            raise EmbeddingError(f"{self.layer} has {d} features but reducer=None needs exactly "
+                                 f"n_components={self.n_components}; use reducer='umap' or 'pca'.")
+        from sklearn.decomposition import PCA
+
+        steps = 2 if self.reducer == "umap" else 1
+        with tqdm(total=steps, desc=f"embed {self.layer} ({n} images)", disable=not self.progress,
+                  unit="step", delay=1) as bar:
+            if self.reducer == "pca":
+                pca = PCA(n_components=min(self.n_components, n, d), random_state=self.seed).fit(x)
+                self._remember(pca, None)
+                coords = pca.transform(x)
+                bar.update(1)
+                return _pad(coords, self.n_components).astype(np.float32)
+            if n <= self.n_neighbors:
+                raise EmbeddingError(f"UMAP with n_neighbors={self.n_neighbors} needs more than "
+                                     f"{self.n_neighbors} images, got {n}; pass a smaller n_neighbors.")
+            pca = None
+            if self.pca is not None and d > self.pca and n > self.pca:
+                bar.set_postfix_str(f"PCA {d}→{self.pca}")
+                pca = PCA(n_components=self.pca, random_state=self.seed).fit(x)
+                x = pca.transform(x)
+            bar.update(1)
+            bar.set_postfix_str("UMAP")
+            reducer = self._umap().fit(x)
+            bar.update(1)
+        self._remember(pca, reducer)
+        return np.asarray(reducer.embedding_, np.float32)
+
+    def _umap(self):
+        import umap
+
+        return umap.UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
+                         min_dist=self.min_dist, metric=self.metric, random_state=self.seed, n_jobs=1)
+
+    def _remember(self, pca, reducer) -> None:
+        _SESSION.setdefault(self.store, {})[(self.model_id, self.key)] = (pca, reducer)
+
+    def _fitted(self):
+        """The session's fitted (pca, umap); refitted once, with the same seed, when not there."""
+        self._check_fitted()
+        found = _SESSION.get(self.store, {}).get((self.model_id, self.key))
+        if found is None:
+            x = layer_features(self.store, self.model_id, self.layer, self.image_ids_,
+                               spatial=self.spatial, model=self.model)
+            self._fit_features(x)
+            found = _SESSION[self.store][(self.model_id, self.key)]
+        return found
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "embedding_"):
+            raise EmbeddingError("This Embedding is not fitted yet; call .fit(images) first.")
+
+    # -- using it ----------------------------------------------------------------------------
+
+    def coordinates(self, images: ImageSelection = None) -> np.ndarray:
+        """Coordinates of ``images`` (None: the fitted ones): stored ones read, others transformed.
+
+        >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+        >>> bool(np.allclose(emb.coordinates(emb.image_ids_[:3]), emb.embedding_[:3]))
+        True
+        """
+        self._check_fitted()
+        if images is None:
+            return self.embedding_
+        ids = self.store.select(images)["image_id"].to_list()
+        known = np.array([i in self._index for i in ids], bool)
+        out = np.empty((len(ids), self.embedding_.shape[1]), np.float32)
+        if known.any():
+            out[known] = self.embedding_[[self._index[i] for i in np.asarray(ids)[known]]]
+        if (~known).any():
+            out[~known] = self.transform(list(np.asarray(ids)[~known]))
+        return out
+
+    def transform(self, images: ImageSelection) -> np.ndarray:
+        """Place new images into the fitted embedding (UMAP's ``transform``; PCA's projection).
+
+        On a store reopened in a new session the reducer is refitted once first (same seed,
+        same coordinates), since fitted reducers are never stored.
+
+        >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+        >>> emb.transform("test").shape
+        (270, 2)
+        """
+        pca, reducer = self._fitted()
+        x = layer_features(self.store, self.model_id, self.layer, images, spatial=self.spatial, model=self.model)
+        if x.shape[1] != self.feature_dim_:
+            raise EmbeddingError(f"Features of {self.layer} have {x.shape[1]} dimensions, the embedding "
+                                 f"was fitted on {self.feature_dim_}.")
+        if pca is None and reducer is None:
+            return x
+        if pca is not None:
+            x = pca.transform(x)
+        if reducer is None:
+            return _pad(x, self.n_components).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(reducer.transform(x), np.float32)
+
+    def inverse_transform(self, points: np.ndarray) -> np.ndarray:
+        """Map embedding points back to the layer's feature space (UMAP's inverse transform).
+
+        >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+        >>> emb.inverse_transform(emb.embedding_[:2]).shape
+        (2, 64)
+        """
+        pca, reducer = self._fitted()
+        points = np.asarray(points, np.float32).reshape(-1, self.embedding_.shape[1])
+        if pca is None and reducer is None:
+            return points
+        if reducer is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                points = np.asarray(reducer.inverse_transform(points), np.float32)
+        elif points.shape[1] > pca.n_components_:
+            points = points[:, : pca.n_components_]
+        return (pca.inverse_transform(points) if pca is not None else points).astype(np.float32)
+
+    def predict(self, points: np.ndarray, model=None) -> np.ndarray:
+        """Class probabilities of embedding points: inverse-transformed, then run through the
+        rest of the network from the layer on (its output is replaced by the points' features).
+
+        Needs the module (``model=`` or this session's) and flattened, unpooled features. For
+        networks with skip connections around the layer, the result is only an approximation.
+
+        >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+        >>> emb.predict(emb.embedding_[:2]).shape
+        (2, 10)
+        """
+        features = self.inverse_transform(points)
+        module = model or self.model or self.store._modules.get(self.model_id)
+        if module is None:
+            raise NotMaterializedError(f"No module for {self.model_id} in this session to run the points "
+                                       f"through; pass model=<the network>.")
+        arch = self.store.architecture(self.model_id)
+        shape = tuple(dict(zip(arch["layer"].to_list(), arch["output_shape"].to_list()))[self.layer])
+        if int(np.prod(shape)) != features.shape[1] or self.spatial != "flatten":
+            raise EmbeddingError(f"The embedding's features ({features.shape[1]} values) are not {self.layer}'s "
+                                 f"output {shape}; refit with spatial='flatten' on an unpooled layer to predict.")
+        replacement = torch.from_numpy(features.reshape(len(features), *shape))
+        layer = dict(module.named_modules())[self.layer]
+        handle = layer.register_forward_hook(lambda mod, inputs, output: replacement.to(output.dtype))
+        was_training = module.training
+        try:
+            module.eval()
+            with torch.no_grad():
+                dummy = torch.zeros(len(features), *self.store._row(self.model_id)["input_shape"])
+                logits = module(dummy)
+        finally:
+            handle.remove()
+            module.train(was_training)
+        logits = logits[0] if isinstance(logits, tuple | list) else logits
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def frame(self) -> pl.DataFrame:
+        """One row per embedded image: image_id, x, y, label, label_name, predicted, margin, correct.
+
+        >>> _ = store.materialize(net, images="val", progress=False)
+        >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val").frame().columns[:4]
+        ['image_id', 'x', 'y', 'split']
+        """
+        self._check_fitted()
+        names = ["x", "y", "z"][: self.embedding_.shape[1]] if self.embedding_.shape[1] <= 3 else \
+            [f"c{j}" for j in range(self.embedding_.shape[1])]
+        coords = pl.DataFrame({"image_id": self.image_ids_,
+                               **{name: self.embedding_[:, j] for j, name in enumerate(names)}})
+        info = self.store.select(self.image_ids_).select("image_id", "split", "label", "label_name")
+        preds = self.store.predictions(self.model_id, self.image_ids_)
+        preds = preds.select("image_id", "predicted", "confidence", "margin", "correct")
+        return coords.join(info, on="image_id", how="left", maintain_order="left") \
+                     .join(preds, on="image_id", how="left", maintain_order="left")
+
+    def __repr__(self) -> str:
+        fitted = f"{len(self.image_ids_)} images" if hasattr(self, "image_ids_") else "not fitted"
+        return f"<Embedding {self.model_id} {self.layer} {self.reducer} ({fitted})>"
+
+
+def array_key(coords: np.ndarray) -> str:
+    """A digest of an array of coordinates (to key results computed from it).
+
+    >>> len(array_key(np.zeros((3, 2))))
+    16
+    """
+    return hashlib.sha256(np.ascontiguousarray(coords, np.float32).tobytes()).hexdigest()[:16]
+
+
+def _pad(x: np.ndarray, k: int) -> np.ndarray:
+    return x if x.shape[1] >= k else np.hstack([x, np.zeros((len(x), k - x.shape[1]), x.dtype)])
