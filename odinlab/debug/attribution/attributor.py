@@ -137,7 +137,11 @@ class Attributor(BatchesMixin):
 
     def predictions(self, images: ImageSelection = None) -> pl.DataFrame:
         """image_id, label and the model's predicted class, in the order selected (predictions are
-        read from the store and materialized there first where missing)."""
+        read from the store and materialized there first where missing).
+
+        >>> Attributor(store, net).predictions(["digits-0000"]).columns
+        ['image_id', 'label', 'predicted']
+        """
         selected = self.store._select_rows(images)
         ids = selected["image_id"].unique(maintain_order=True)
         stored = self.store.predictions(self.model_id, ids)
@@ -154,7 +158,12 @@ class Attributor(BatchesMixin):
                                                          how="left", maintain_order="left")
 
     def cache_key(self, target="label", baselines=None) -> dict:
-        """Every setting that changes the maps; stored results are found by its digest."""
+        """Every setting that changes the maps; stored results are found by its digest.
+
+        >>> key = Attributor(store, net, n_steps=16).cache_key(target="prediction")
+        >>> key["target"], key["kwargs"], key["baselines"]["kind"]
+        ('prediction', {'n_steps': 16}, 'zeros')
+        """
         return self._key(self._check_target(target), self._baselines(baselines)[0])
 
     def _key(self, target, baselines_descriptor) -> dict:
