@@ -272,18 +272,20 @@ class Embedding:
                                  f"output {shape}; refit with spatial='flatten' on an unpooled layer to predict.")
         replacement = torch.from_numpy(features.reshape(len(features), *shape))
         layer = dict(module.named_modules())[self.layer]
-        handle = layer.register_forward_hook(lambda mod, inputs, output: replacement.to(output.dtype))
+        handle = layer.register_forward_hook(
+            lambda mod, inputs, output: replacement.to(output.device, output.dtype))
         was_training = module.training
         try:
             module.eval()
             with torch.no_grad():
-                dummy = torch.zeros(len(features), *self.store._row(self.model_id)["input_shape"])
+                device = next(module.parameters(), torch.empty(0)).device  # the model's, CPU or GPU
+                dummy = torch.zeros(len(features), *self.store._row(self.model_id)["input_shape"], device=device)
                 logits = module(dummy)
         finally:
             handle.remove()
             module.train(was_training)
         logits = logits[0] if isinstance(logits, tuple | list) else logits
-        return torch.softmax(logits.float(), dim=1).numpy()
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def frame(self) -> pl.DataFrame:
         """One row per embedded image: image_id, x, y, label, label_name, predicted, margin, correct.
