@@ -12,6 +12,7 @@ inclusion probabilities are kept, so weighting by ``1/π`` gives estimates witho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -64,7 +65,7 @@ class Sample:
         """``1/π``: how many images of the set each sampled image stands for."""
         return 1.0 / self.pi
 
-    @property
+    @cached_property  # every query names the sample's stored rows by it: hash the ids once
     def key(self) -> str:
         """A digest naming this sample (its ids and probabilities)."""
         return cache.digest({"ids": self.image_ids.to_list(), "pi": np.round(self.pi, 12).tolist()})

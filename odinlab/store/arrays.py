@@ -99,15 +99,15 @@ class RowArray:
     def write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
         """Encode and write a batch for ``rows`` (sorted), then mark it done; return its mean error."""
         for name, column in extras.items():
-            _write(self.group[name], rows, column.astype(np.float32))
+            write_rows(self.group[name], rows, column.astype(np.float32))
         values, step, low = quantize.encode(x, self.dtype)
         error = quantize.relative_error(x, quantize.decode(values, step, low))
-        _write(self.values, rows, values)
+        write_rows(self.values, rows, values)
         if self.quantized:
-            _write(self.group["step"], rows, step)
-            _write(self.group["low"], rows, low)
-        _write(self.group["error"], rows, error)
-        _write(self.done, rows, np.ones(len(rows), bool))  # the commit point of this batch
+            write_rows(self.group["step"], rows, step)
+            write_rows(self.group["low"], rows, low)
+        write_rows(self.group["error"], rows, error)
+        write_rows(self.done, rows, np.ones(len(rows), bool))  # the commit point of this batch
         return float(error.mean()) if len(error) else 0.0
 
     def read_extra(self, name: str, rows: np.ndarray) -> np.ndarray:
@@ -121,10 +121,11 @@ class RowArray:
         return quantize.decode(values, read_rows(self.group["step"], rows), read_rows(self.group["low"], rows))
 
 
-def _write(array: zarr.Array, rows: np.ndarray, data: np.ndarray) -> None:
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice write
+def write_rows(array: zarr.Array, rows: np.ndarray, data: np.ndarray) -> None:
+    """``array[rows] = data`` for sorted row indices: one slice write when they are contiguous."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         array[int(rows[0]) : int(rows[-1]) + 1] = data
-    else:
+    elif len(rows):
         array.set_orthogonal_selection((rows,), data)
 
 

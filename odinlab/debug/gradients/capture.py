@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from odinlab.debug.gradients.kernels import Grads
 from odinlab.debug.gradients.layers import LayerSpec
 from odinlab.errors import LabelError, listing
-from odinlab.store.arrays import ArraySpec, RowArray, read_rows
+from odinlab.store.arrays import ArraySpec, RowArray, read_rows, write_rows
 from odinlab.store.fs import check_name
 from odinlab.store.pixels import to_model_input
 
@@ -141,8 +141,8 @@ class LayerArrays:
             else {"prefix": grads.prefix, "suffix": grads.suffix}
         for name, part in self.parts.items():
             data = values[name].detach().cpu().numpy().astype(part.dtype, copy=False)
-            _put(part.values, rows, data)
-            _put(part.done, rows, np.ones(len(rows), bool))
+            write_rows(part.values, rows, data)
+            write_rows(part.done, rows, np.ones(len(rows), bool))
 
     def read(self, rows: np.ndarray, device=None) -> Grads:
         """The gradients of ``rows`` (any order) as a :class:`Grads` of the stored dtype."""
@@ -157,20 +157,24 @@ def capture_rows(store, module: nn.Module, model_id: str, targets: dict[str, Lay
     """Capture every layer's gradients for the rows some array lacks; return rows computed per layer."""
     rows = np.unique(rows)
     labels = check_labels(store, rows)
-    batches = [slice(s, s + batch_size) for s in range(0, len(rows), batch_size)]
-    pending = [b for b in batches if any(not t.done_rows(rows[b]).all() for t in targets.values())]
+    pending = []  # (batch, {layer: rows of the batch that layer lacks}): each done mask read once
+    for start in range(0, len(rows), batch_size):
+        part = slice(start, start + batch_size)
+        fresh = {layer: ~t.done_rows(rows[part]) for layer, t in targets.items()}
+        fresh = {layer: mask for layer, mask in fresh.items() if mask.any()}
+        if fresh:
+            pending.append((part, fresh))
     computed = {layer: 0 for layer in targets}
     param = next(module.parameters(), torch.empty(0))
-    total = sum(len(rows[b]) for b in pending)
+    total = sum(len(rows[part]) for part, _ in pending)
     with tqdm(total=total, desc=f"gradients {model_id}", unit="img", disable=not progress or not total) as bar:
-        for part in pending:
+        for part, todo in pending:
             batch = rows[part]
-            todo = {layer: t for layer, t in targets.items() if not t.done_rows(batch).all()}
             x = torch.from_numpy(to_model_input(store._read_rows(batch))).to(param.device, param.dtype)
             y = torch.from_numpy(labels[part]).to(param.device)
             caught = forward_backward(module, x, y, list(todo))
-            for layer, target in todo.items():
-                fresh = ~target.done_rows(batch)
+            for layer, fresh in todo.items():
+                target = targets[layer]
                 grads = Grads(target.spec, prefix=caught[layer][0], suffix=caught[layer][1])
                 if not fresh.all():
                     grads = grads.take(torch.from_numpy(np.flatnonzero(fresh)))
@@ -194,9 +198,3 @@ def compute_rows(store, module: nn.Module, specs: dict[str, LayerSpec], rows: np
     return {layer: Grads(specs[layer], prefix=torch.cat([p for p, _ in parts]), suffix=torch.cat([s for _, s in parts]))
             for layer, parts in pieces.items()}
 
-
-def _put(array, rows: np.ndarray, data: np.ndarray) -> None:
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice write
-        array[int(rows[0]) : int(rows[-1]) + 1] = data
-    elif len(rows):
-        array.set_orthogonal_selection((rows,), data)
