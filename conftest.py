@@ -20,7 +20,7 @@ def _doctest_namespace(request, doctest_namespace):
     if not isinstance(request.node, pytest.DoctestItem):
         return
     torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://doctest-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://doctest-{uuid.uuid4().hex}", create=True)
     store.ingest(odinlab.datasets.digits())
     net = SmallCNN()
     fit(net, store, "train", epochs=2, progress=False)

@@ -79,7 +79,7 @@ def open_bench_store(path: str, data):
     """A fresh store at ``path`` holding ``data`` (an ImageData)."""
     import odinlab
 
-    store = odinlab.open_store(path)
+    store = odinlab.open_store(path, create=True)
     store.ingest(data)
     return store
 

@@ -107,7 +107,7 @@ def rss_child(args) -> None:
     import odinlab
 
     setup_torch()
-    store = odinlab.open_store(args.rss_child)
+    store = odinlab.open_store(args.rss_child, create=True)
     net = BenchCNN().eval()
     store.register_model(net, "rss")
     layers = args.layers.split(",")

@@ -81,12 +81,12 @@ def prepare(args) -> tuple[odinlab.Store, str, dict]:
     path = f"{args.store}-{args.n}"
     costs: dict[str, float] = {}
     if not args.fresh and os.path.exists(os.path.join(path, "odinlab.json")):
-        store = odinlab.open_store(path)
+        store = odinlab.open_store(path, create=True)
         done = store.materialized() if store.models.height else None
         if done is not None and done.filter(done["images"] == args.n).height >= 3:
             return store, store.models["model_id"][0], costs
     shutil.rmtree(path, ignore_errors=True)
-    store = odinlab.open_store(path)
+    store = odinlab.open_store(path, create=True)
     start = time.perf_counter()
     store.ingest(odinlab.datasets.shapes(n=args.n, size=32, seed=0))
     costs["ingest"] = time.perf_counter() - start

@@ -118,7 +118,7 @@ def random_reads(args, work: str, source: np.ndarray) -> dict:
 
     rng = np.random.default_rng(1)
     n, per_image = args.read_n, source.shape[1:]
-    store = odinlab.open_store(os.path.join(work, "big-store"))
+    store = odinlab.open_store(os.path.join(work, "big-store"), create=True)
     store.ingest(make_data(n, args.size, seed=1))
     net = BenchCNN().eval()
     model_id = store.register_model(net, "bench")

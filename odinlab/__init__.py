@@ -1,33 +1,20 @@
 """odinlab: debug PyTorch image classifiers in JupyterLab, with a store that remembers.
 
 >>> import odinlab
->>> store = odinlab.open_store("memory://quick")
+>>> store = odinlab.open_store("memory://quick", create=True)
 >>> store.ingest(odinlab.datasets.digits()).height
 1797
 """
 
-from odinlab import datasets
-from odinlab.errors import (
-    DuplicateImageError,
-    ImageFormatError,
-    InvalidNameError,
-    LabelError,
-    NotMaterializedError,
-    OdinError,
-    ReadOnlyStoreError,
-    StoreError,
-    TestSetReuseWarning,
-    UnknownImageError,
-    UnknownLayerError,
-    UnknownModelError,
-    WeightsMismatchError,
-)
-from odinlab.store import Store, open_store
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+from odinlab import datasets, errors
+from odinlab.errors import *  # noqa: F403  (every error class, one name per idea)
+from odinlab.store import ModelRecord, Selection, Store, open_store
 
-__all__ = [
-    "DuplicateImageError", "ImageFormatError", "InvalidNameError", "LabelError", "NotMaterializedError", "OdinError",
-    "ReadOnlyStoreError", "Store", "StoreError", "TestSetReuseWarning", "UnknownImageError",
-    "UnknownLayerError", "UnknownModelError", "WeightsMismatchError", "datasets", "open_store",
-]
+try:
+    __version__ = version("odinlab")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "open_store"]

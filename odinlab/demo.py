@@ -74,10 +74,10 @@ def _print_summary(store, results, caught, seconds, echo) -> None:
     models = store.models.select("model_id", "parent", "num_params", "new_weight_bytes", "description")
     echo(_table(models))
     echo("\nEvaluations")
-    rows = [{"model_id": m, "split": split, "accuracy": round(r["accuracy"], 4), "loss": round(r["loss"], 4),
-             "misclassified": round(r["n"] * (1 - r["accuracy"])), "of": r["n"]}
-            for (m, split), r in results.items()]
-    echo(_table(pl.DataFrame(rows)))
+    rows = pl.concat([r.with_columns(split=pl.lit(split)) for (m, split), r in results.items()])
+    echo(_table(rows.select("model_id", "split", pl.col("accuracy").round(4), pl.col("loss").round(4),
+                            misclassified=(pl.col("n_test") * (1 - pl.col("accuracy"))).round().cast(pl.Int64),
+                            of="n_test")))
     echo("\nMaterialized (predictions and activations of every image)")
     echo(_table(store.materialized().select("model_id", "array", "shape", "images", "bytes")))
     wrong = store.sql("SELECT model_id, COUNT(*) AS wrong FROM predictions WHERE NOT correct "

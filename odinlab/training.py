@@ -7,6 +7,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from odinlab.errors import LabelError
+from odinlab.torch_helpers import threads_for
 
 
 def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float = 1e-2,
@@ -21,15 +22,23 @@ def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float 
     >>> len(losses), losses[1] < losses[0]
     (2, True)
     """
-    rows = store.select(images)
-    if rows["label"].null_count():
+    selection = store.select(images)
+    if (selection.labels < 0).any():
         raise LabelError("fit needs labelled images; some of the selected images have no label.")
-    x = torch.from_numpy(next(store.batches(rows, batch_size=rows.height))[1])
-    y = torch.tensor(rows["label"].to_numpy())
+    x = torch.from_numpy(store.model_input(selection))
+    y = torch.from_numpy(selection.labels)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     model.train()
+    losses = []
+    with threads_for(model):
+        losses = _epochs(model, x, y, optimizer, generator, epochs, batch_size, progress)
+    model.eval()
+    return losses
+
+
+def _epochs(model, x, y, optimizer, generator, epochs, batch_size, progress) -> list[float]:
     losses = []
     for _ in trange(epochs, desc="train", unit="epoch", disable=not progress, delay=1):
         order, total = torch.randperm(len(y), generator=generator), 0.0
@@ -41,5 +50,4 @@ def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float 
             optimizer.step()
             total += loss.item() * len(batch)
         losses.append(total / len(y))
-    model.eval()
     return losses

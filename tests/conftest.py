@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def store():
     """A fresh in-memory store (fsspec's memory filesystem is global, so each gets its own name)."""
-    return odinlab.open_store(f"memory://test-{uuid.uuid4().hex}")
+    return odinlab.open_store(f"memory://test-{uuid.uuid4().hex}", create=True)
 
 
 @pytest.fixture

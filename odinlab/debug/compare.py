@@ -12,14 +12,10 @@ import plotly.graph_objects as go
 import polars as pl
 from scipy.stats import binomtest, chi2, rankdata
 
-from odinlab.debug import cache
+from odinlab.store.layout import digest
 from odinlab.debug.error_analysis import per_class_metrics, predictions_for
-from odinlab.errors import OdinError
+from odinlab.errors import ComparisonError
 from odinlab.store.images import ImageSelection
-
-
-class ComparisonError(OdinError, ValueError):
-    """The two versions cannot be compared as asked (different classes, layer sizes...)."""
 
 
 def paired(store, model_a: str, model_b: str, images: ImageSelection = None) -> pl.DataFrame:
@@ -146,7 +142,7 @@ def cka_matrix(store, model_a: str, model_b: str, layers_a: list[str], layers_b:
     """
     ids = store.select(images)["image_id"]
     params = {"b": store.resolve_model(model_b), "layers_a": layers_a, "layers_b": layers_b,
-              "images": cache.digest({"ids": ids.to_list()})}
+              "images": digest({"ids": ids.to_list()})}
 
     def compute() -> pl.DataFrame:
         acts_b = {layer: store.activations(model_b, layer, ids) for layer in layers_b}
@@ -157,7 +153,7 @@ def cka_matrix(store, model_a: str, model_b: str, layers_a: list[str], layers_b:
                      for layer_b in layers_b]
         return pl.DataFrame(rows)
 
-    return cache.frame(store, model_a, "cka", params, compute)
+    return store.results.table(model_a, "cka", params, compute)
 
 
 def cka_figure(matrix: pl.DataFrame) -> go.Figure:

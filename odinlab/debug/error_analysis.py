@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from odinlab.debug import cache
+from odinlab.store.layout import digest
 from odinlab.errors import NotMaterializedError
 from odinlab.store.images import ImageSelection
 from odinlab.store.metrics import confusion_matrix as _matrix
@@ -153,7 +153,7 @@ def error_exemplars(store, model_id: str, layer: str, images: ImageSelection = N
 
     wrong = predictions_for(store, model_id, images).filter(~pl.col("correct"))
     ids = wrong["image_id"].to_list()
-    params = {"layer": layer, "images": cache.digest({"ids": sorted(ids)}), "k": n_clusters, "seed": seed}
+    params = {"layer": layer, "images": digest({"ids": sorted(ids)}), "k": n_clusters, "seed": seed}
 
     def compute() -> pl.DataFrame:
         if not ids:
@@ -174,7 +174,7 @@ def error_exemplars(store, model_id: str, layer: str, images: ImageSelection = N
                          "members": [ids[m] for m in members]})
         return pl.DataFrame(rows).sort("size", descending=True)
 
-    return cache.frame(store, model_id, "error_exemplars", params, compute)
+    return store.results.table(model_id, "error_exemplars", params, compute)
 
 
 def _probabilities(frame: pl.DataFrame) -> np.ndarray:

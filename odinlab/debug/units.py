@@ -11,17 +11,9 @@ import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 
-from odinlab.debug import cache
-from odinlab.errors import LabelError, OdinError
+from odinlab.store.layout import digest
+from odinlab.errors import LabelError, UnknownColumnError, UnknownUnitError
 from odinlab.store.images import ImageSelection
-
-
-class UnknownColumnError(OdinError, KeyError):
-    """A metadata column the images table does not have."""
-
-
-class UnknownUnitError(OdinError, IndexError):
-    """A unit index outside the layer's units."""
 
 
 def unit_activations(store, model_id: str, layer: str, images: ImageSelection = None) -> np.ndarray:
@@ -66,7 +58,7 @@ def unit_scores(store, model_id: str, layer: str, column: str = "label",
     """
     rows = store.select(images)
     target = _column(rows, column)
-    params = {"layer": layer, "column": column, "images": cache.digest({"ids": rows["image_id"].to_list()})}
+    params = {"layer": layer, "column": column, "images": digest({"ids": rows["image_id"].to_list()})}
 
     def compute() -> pl.DataFrame:
         acts = unit_activations(store, model_id, layer, rows["image_id"])
@@ -75,7 +67,7 @@ def unit_scores(store, model_id: str, layer: str, column: str = "label",
             return _spearman(ranks, target.to_numpy().astype(float))
         return _auc(ranks, target)
 
-    return cache.frame(store, model_id, "unit_scores", params, compute)
+    return store.results.table(model_id, "unit_scores", params, compute)
 
 
 def linear_probe(store, model_id: str, layers: list[str], column: str = "label",
@@ -100,7 +92,7 @@ def linear_probe(store, model_id: str, layers: list[str], column: str = "label",
     ids, y = rows["image_id"].filter(pl.Series(keep)), target.drop_nulls().to_numpy()
     numeric = target.dtype.is_numeric() and column != "label" and target.n_unique() > 2
     params = {"layers": layers, "column": column, "cv": cv, "seed": seed,
-              "images": cache.digest({"ids": ids.to_list()})}
+              "images": digest({"ids": ids.to_list()})}
 
     def compute() -> pl.DataFrame:
         results = []
@@ -116,7 +108,7 @@ def linear_probe(store, model_id: str, layers: list[str], column: str = "label",
                             "score": float(scores.mean()), "std": float(scores.std())})
         return pl.DataFrame(results).sort("score", descending=True)
 
-    return cache.frame(store, model_id, "linear_probe", params, compute)
+    return store.results.table(model_id, "linear_probe", params, compute)
 
 
 def _auc(ranks: np.ndarray, target: pl.Series) -> pl.DataFrame:

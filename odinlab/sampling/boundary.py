@@ -11,12 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from odinlab.errors import NotMaterializedError, OdinError
+from odinlab.errors import BoundaryError, NotMaterializedError
 from odinlab.store.images import ImageSelection
-
-
-class BoundaryError(OdinError, ValueError):
-    """Boundary scores that cannot be computed as asked (misaligned coordinates, bad weight)."""
 
 
 def stored_predictions(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:

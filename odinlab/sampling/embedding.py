@@ -19,17 +19,13 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from odinlab.debug import cache
-from odinlab.errors import NotMaterializedError, OdinError
+from odinlab.store.layout import digest
+from odinlab.errors import EmbeddingError, NotMaterializedError
 from odinlab.store.images import ImageSelection
 
 REDUCERS = ("umap", "pca", None)
 # Fitted reducers of this session, per store object and embedding key (never written to the store).
 _SESSION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class EmbeddingError(OdinError, ValueError):
-    """An embedding that cannot be fitted or used as asked (too few images, not fitted...)."""
 
 
 def layer_features(store, model_id: str, layer: str, images: ImageSelection = None, *,
@@ -100,7 +96,7 @@ class Embedding:
         ids = self.store.select(images)["image_id"]
         if ids.len() == 0:
             raise EmbeddingError("The image selection is empty; nothing to embed.")
-        self.key = cache.digest({**self.params, "images": cache.digest({"ids": ids.to_list()})})
+        self.key = digest({**self.params, "images": digest({"ids": ids.to_list()})})
         computed = []
 
         def compute() -> pl.DataFrame:
@@ -109,7 +105,7 @@ class Embedding:
                                                        spatial=self.spatial, model=self.model))
             return pl.DataFrame({"image_id": ids, **{f"c{j}": coords[:, j] for j in range(coords.shape[1])}})
 
-        frame = cache.frame(self.store, self.model_id, "embedding", {**self.params, "key": self.key}, compute)
+        frame = self.store.results.table(self.model_id, "embedding", {**self.params, "key": self.key}, compute)
         self.image_ids_ = frame["image_id"].to_list()
         self.embedding_ = frame.drop("image_id").to_numpy().astype(np.float32)
         self.from_cache_ = not computed

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from odinlab.debug.units import UnknownColumnError
-from odinlab.errors import OdinError
+from odinlab.errors import UnknownValueError
 from odinlab.sampling.boundary import stored_predictions
 from odinlab.sampling.estimators import (
     Design,
@@ -31,10 +31,6 @@ from odinlab.sampling.sample import Sample, uniform_sample  # noqa: F401  (used 
 from odinlab.store.arrays import ArraySpec, RowArray
 from odinlab.store.fs import check_name
 from odinlab.store.images import ImageSelection
-
-
-class UnknownValueError(OdinError, KeyError):
-    """A class or column value that the images do not have."""
 
 
 def sample_activations(store, model_id: str, layer: str, sample: Sample, *, keep: bool = True,

@@ -17,15 +17,11 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from odinlab.debug import cache
-from odinlab.errors import OdinError
+from odinlab.store.layout import digest
+from odinlab.errors import SampleSizeError
 from odinlab.sampling.boundary import boundary_scores, embedding_coordinates
 from odinlab.sampling.estimators import Design
 from odinlab.store.images import ImageSelection
-
-
-class SampleSizeError(OdinError, ValueError):
-    """A sample size that the image set cannot give (larger than the set, too small for its strata)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +64,7 @@ class Sample:
     @cached_property  # every query names the sample's stored rows by it: hash the ids once
     def key(self) -> str:
         """A digest naming this sample (its ids and probabilities)."""
-        return cache.digest({"ids": self.image_ids.to_list(), "pi": np.round(self.pi, 12).tolist()})
+        return digest({"ids": self.image_ids.to_list(), "pi": np.round(self.pi, 12).tolist()})
 
     def estimation_design(self) -> Design:
         """The :class:`~odinlab.sampling.estimators.Design` that estimators weight by."""

@@ -13,25 +13,32 @@ import torch
 from torch import nn
 
 from odinlab.errors import LabelError, TestSetReuseWarning
-from odinlab.store.images import ImageSelection
+from odinlab.store.backend import Backend
+from odinlab.store.images import ImageCatalog
 from odinlab.store.metrics import classification_metrics
+from odinlab.store.models import ModelRef, ModelRegistry
+from odinlab.store.selection import ImageSelection, Selection
+from odinlab.torch_helpers import evaluating, module_device
 
 TEST_SPLIT = "test"
-# Every reuse must be seen, not only the first one from a given line of code.
-warnings.filterwarnings("always", category=TestSetReuseWarning)
 
 
-class ExperimentsMixin:
-    """Store methods for experiments; mixed into :class:`odinlab.Store`."""
+class ExperimentLog:
+    """Training and evaluation runs, their image sets and metrics, and the test-set guard."""
+
+    def __init__(self, backend: Backend, images: ImageCatalog, models: ModelRegistry):
+        self._backend = backend
+        self._images = images
+        self._models = models
 
     @property
-    def experiments(self) -> pl.DataFrame:
+    def table(self) -> pl.DataFrame:
         """The experiments table: model, image sets, hyper-parameters, metrics, test-set looks.
 
         >>> store.experiments.columns[:4]
         ['experiment_id', 'model_id', 'kind', 'created_at']
         """
-        return self._tables.read("experiments")
+        return self._backend.tables.read("experiments")
 
     @property
     def image_sets(self) -> pl.DataFrame:
@@ -41,9 +48,9 @@ class ExperimentsMixin:
         >>> store.image_sets.height
         269
         """
-        return self._tables.read("image_sets")
+        return self._backend.tables.read("image_sets")
 
-    def record_experiment(self, model_id: str, *, kind: str = "train",
+    def record(self, model: ModelRef, *, kind: str = "train",
                           train_images: ImageSelection = None, test_images: ImageSelection = None,
                           hyperparams: dict | None = None, metrics: dict | None = None,
                           notes: str | None = None) -> str:
@@ -57,65 +64,105 @@ class ExperimentsMixin:
         >>> store.record_experiment("cnn@1", train_images="train", metrics={"loss": 0.2})
         'exp-00001'
         """
-        self._check_writable()
-        model_id = self.resolve_model(model_id)
+        self._backend.check_writable()
+        record = self._models.record(model)
+        model_id = record.model_id
         if hyperparams is None:
-            hyperparams = json.loads(self._row(model_id)["hyperparams"] or "{}")
-        train = self.select(train_images) if train_images is not None else None
-        test = self.select(test_images) if test_images is not None else None
+            hyperparams = dict(record.hyperparams)
+        train = self._images.select(train_images) if train_images is not None else None
+        test = self._images.select(test_images) if test_images is not None else None
         metrics = dict(metrics or {})
         known = {k: metrics.pop(k, None) for k in ("accuracy", "loss", "precision", "recall", "f1", "confusion")}
         hyper_json = json.dumps(hyperparams, sort_keys=True, default=str)
         look, reuse = self._test_look(model_id, test, hyper_json)
-        experiment_id = f"exp-{self.experiments.height + 1:05d}"
+        experiment_id = f"exp-{self.table.height + 1:05d}"
         row = {
             "experiment_id": experiment_id, "model_id": model_id, "kind": kind,
             "created_at": datetime.now(UTC),
             "train_set": self._image_set(train), "test_set": self._image_set(test),
-            "n_train": None if train is None else train.height,
-            "n_test": None if test is None else test.height,
-            "test_splits": None if test is None else sorted(test["split"].drop_nulls().unique().to_list()),
+            "n_train": None if train is None else len(train),
+            "n_test": None if test is None else len(test),
+            "test_splits": None if test is None else sorted(test.frame["split"].drop_nulls().unique().to_list()),
             "hyperparams": hyper_json, **known,
             "metrics": json.dumps(metrics, default=str), "test_look": look, "test_reuse": reuse,
             "notes": notes,
         }
-        self._tables.append("experiments", pl.DataFrame([row], schema=self.experiments.schema))
+        self._backend.tables.append("experiments", pl.DataFrame([row], schema=self.table.schema))
         return experiment_id
 
-    def evaluate(self, model: nn.Module, images: ImageSelection = TEST_SPLIT, *,
+    def evaluate(self, model: ModelRef, images: ImageSelection = TEST_SPLIT, *,
                  model_id: str | None = None, hyperparams: dict | None = None,
-                 batch_size: int = 256, notes: str | None = None) -> dict:
-        """Run ``model`` on labelled images, record the metrics as an experiment, return them.
+                 batch_size: int = 256, notes: str | None = None) -> pl.DataFrame:
+        """Run a model on labelled images, record the metrics as an experiment, return its row.
 
-        The version is found from the module's weights (or give ``model_id``). Metrics:
-        accuracy, mean cross-entropy loss, per-class precision/recall/F1, confusion matrix.
+        ``model`` is a module (its version found from its weights, or give ``model_id``) or a
+        version whose module this session holds. Metrics: accuracy, mean cross-entropy loss,
+        per-class precision/recall/F1 and the confusion matrix (``store.metrics`` has them long).
 
         >>> result = store.evaluate(net, "val")
-        >>> result["model_id"], result["n"], result["accuracy"] > 0.5
-        ('cnn@1', 269, True)
+        >>> result.select("experiment_id", "model_id", "n_test").row(0), result["accuracy"][0] > 0.5
+        (('exp-00001', 'cnn@1', 269), True)
         """
-        model_id = self.resolve_model(model_id) if model_id is not None else self.model_id_of(model)
-        selected = self.select(images)
-        if selected["label"].null_count():
+        if isinstance(model, nn.Module) and model_id is not None:
+            record = self._models.record(model_id)
+            module = model
+        else:
+            record, module = self._models.record(model), self._models.module(model)
+        selected = self._images.select(images)
+        unlabelled = int((selected.labels < 0).sum())
+        if unlabelled:
             raise LabelError(
-                f"{selected['label'].null_count()} of the selected images have no label; "
-                "evaluate needs labelled images (filter store.images on label.is_not_null())."
+                f"{unlabelled} of the selected images have no label; evaluate needs labelled images "
+                "(select them with pl.col('label').is_not_null())."
             )
-        y_true, y_pred, loss = _predict(model, self.batches(selected, batch_size, progress="evaluate"))
-        n_classes = max(len(self._row(model_id)["classes"]), int(y_true.max()) + 1, int(y_pred.max()) + 1)
+        y_true, y_pred, loss = _predict(module, self._images.batches(selected, batch_size, progress="evaluate"))
+        n_classes = max(record.num_classes, int(y_true.max()) + 1, int(y_pred.max()) + 1)
         metrics = {**classification_metrics(y_true, y_pred, n_classes), "loss": loss}
-        experiment_id = self.record_experiment(model_id, kind="eval", test_images=selected,
-                                               hyperparams=hyperparams, metrics=metrics, notes=notes)
-        return {"experiment_id": experiment_id, "model_id": model_id, "n": len(y_true), **metrics}
+        experiment_id = self.record(record, kind="eval", test_images=selected,
+                                    hyperparams=hyperparams, metrics=metrics, notes=notes)
+        return self.table.filter(pl.col("experiment_id") == experiment_id)
+
+    def metrics(self, experiments: str | list[str] | None = None) -> pl.DataFrame:
+        """Metrics of experiments in long form: one row per (experiment, metric, class).
+
+        ``class`` is null for whole-set metrics (accuracy, loss, and any extra metric recorded);
+        per-class precision, recall and F1 carry the class index and name.
+
+        >>> _ = store.evaluate(net, "val")
+        >>> m = store.metrics()
+        >>> m.filter(pl.col("metric") == "accuracy").select("experiment_id", "class").row(0)
+        ('exp-00001', None)
+        >>> m.filter(pl.col("metric") == "recall").height
+        10
+        """
+        table = self.table
+        if experiments is not None:
+            table = table.filter(pl.col("experiment_id").is_in([experiments] if isinstance(experiments, str)
+                                                               else list(experiments)))
+        rows = []
+        for run in table.iter_rows(named=True):
+            classes = self._models.record(run["model_id"]).classes
+            base = {"experiment_id": run["experiment_id"], "model_id": run["model_id"], "kind": run["kind"]}
+            extra = {k: v for k, v in json.loads(run["metrics"] or "{}").items() if isinstance(v, int | float)}
+            for metric, value in {"accuracy": run["accuracy"], "loss": run["loss"], **extra}.items():
+                if value is not None:
+                    rows.append({**base, "metric": metric, "class": None, "class_name": None, "value": float(value)})
+            for metric in ("precision", "recall", "f1"):
+                for index, value in enumerate(run[metric] or []):
+                    name = classes[index] if index < len(classes) else str(index)
+                    rows.append({**base, "metric": metric, "class": index, "class_name": name, "value": value})
+        return pl.DataFrame(rows, schema={"experiment_id": pl.String, "model_id": pl.String, "kind": pl.String,
+                                          "metric": pl.String, "class": pl.Int64, "class_name": pl.String,
+                                          "value": pl.Float64})
 
     # -- internals -------------------------------------------------------------------------
 
-    def _test_look(self, model_id: str, test: pl.DataFrame | None, hyper_json: str):
+    def _test_look(self, model_id: str, test: Selection | None, hyper_json: str):
         """Count this run as the lineage's n-th look at the test split; warn if tuned since."""
-        if test is None or not (test["split"] == TEST_SPLIT).any():
+        if test is None or not (test.frame["split"] == TEST_SPLIT).any():
             return None, None
-        lineage = self._lineage_of(model_id)
-        looks = self.experiments.filter(pl.col("model_id").is_in(lineage) & pl.col("test_look").is_not_null())
+        lineage = self._models.lineage(model_id)
+        looks = self.table.filter(pl.col("model_id").is_in(lineage) & pl.col("test_look").is_not_null())
         changed = sorted(set(looks["hyperparams"].to_list()) - {hyper_json})
         reuse = bool(changed)
         if reuse:
@@ -129,34 +176,25 @@ class ExperimentsMixin:
             )
         return looks.height + 1, reuse
 
-    def _lineage_of(self, model_id: str) -> list[str]:
-        ancestors = self.ancestors(model_id)["model_id"].to_list()
-        root = ancestors[-1] if ancestors else model_id
-        return [root, *self.descendants(root)["model_id"].to_list()]
-
-    def _image_set(self, rows: pl.DataFrame | None) -> str | None:
-        if rows is None:
+    def _image_set(self, selection: Selection | None) -> str | None:
+        if selection is None:
             return None
-        ids = sorted(rows["image_id"].to_list())
+        ids = sorted(selection.ids)
         set_id = "set-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         if set_id not in self.image_sets["set_id"]:
-            self._tables.append("image_sets", pl.DataFrame({"set_id": set_id, "image_id": ids}))
+            self._backend.tables.append("image_sets", pl.DataFrame({"set_id": set_id, "image_id": ids}))
         return set_id
 
 
-def _predict(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray, float]:
-    device = next(model.parameters(), torch.empty(0)).device
-    was_training, truth, predicted, loss_sum = model.training, [], [], 0.0
-    model.eval()
-    try:
-        with torch.no_grad():
-            for rows, x in batches:
-                logits = model(torch.from_numpy(x).to(device))
-                y = torch.tensor(rows["label"].to_numpy(), device=device)
-                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-                truth.append(rows["label"].to_numpy())
-                predicted.append(logits.argmax(dim=1).cpu().numpy())
-    finally:
-        model.train(was_training)
+def _predict(module: nn.Module, batches) -> tuple[np.ndarray, np.ndarray, float]:
+    device = module_device(module)
+    truth, predicted, loss_sum = [], [], 0.0
+    with evaluating(module), torch.no_grad():
+        for rows, x in batches:
+            logits = module(torch.from_numpy(x).to(device))
+            y = torch.tensor(rows["label"].to_numpy(), device=device)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            truth.append(rows["label"].to_numpy())
+            predicted.append(logits.argmax(dim=1).cpu().numpy())
     y_true, y_pred = np.concatenate(truth), np.concatenate(predicted)
     return y_true, y_pred, loss_sum / max(len(y_true), 1)

@@ -1,7 +1,8 @@
-"""Images in the store: the images table, selections, and reading pixels back."""
+"""Images in the store: the images table, selections, pixels and thumbnails."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -9,46 +10,64 @@ import polars as pl
 import zarr
 from tqdm.auto import tqdm
 
-from odinlab.errors import UnknownImageError, listing
+from odinlab.errors import OptionError, SelectionError, UnknownColumnError, UnknownImageError, listing
 from odinlab.store.arrays import read_rows
-from odinlab.store.pixels import to_model_input
+from odinlab.store.backend import Backend
+from odinlab.store.pixels import to_model_input, to_rgb8
+from odinlab.store.selection import ImageSelection, Selection, describe
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
-
-# What `images=` accepts everywhere: None (all), a split name, ids, or a frame with image_id.
-ImageSelection = str | Sequence[str] | pl.DataFrame | pl.Series | None
+ROW = "_row"  # the hidden column of the images table: an image's row in every row-aligned array
 
 
-class ImagesMixin:
-    """Store methods for images; mixed into :class:`odinlab.Store`."""
+class ImageCatalog:
+    """The images table and its pixels; ``store.images``, ``store.select`` and friends."""
+
+    def __init__(self, backend: Backend, sql):
+        self._backend = backend
+        self._sql = sql  # runs a SQL selection over the store's tables
 
     @property
-    def images(self) -> pl.DataFrame:
+    def table(self) -> pl.DataFrame:
         """The images table: image_id, split, label, label_name and metadata columns.
 
         >>> store.images.filter(pl.col("split") == "test").height
         270
         """
-        return self._present(self._tables.read("images"))
+        return self._present(self._backend.tables.read("images"))
 
     @property
     def classes(self) -> list[str]:
-        """Class names; label ``i`` means ``classes[i]``."""
-        return list(self._meta.get("classes", []))
+        """Class names; label ``i`` means ``classes[i]``.
 
-    def select(self, images: ImageSelection = None) -> pl.DataFrame:
-        """Resolve an image selection to rows of ``store.images``, in the order given.
+        >>> store.classes[:3]
+        ['0', '1', '2']
+        """
+        return list(self._backend.meta.get("classes", []))
 
-        ``images`` is None (all), a split name, a list of ids, a frame with ``image_id``, or a
-        SQL query over the store's tables that returns ``image_id``. Unknown ids and splits are
-        refused with what the store has.
+    def select(self, images: ImageSelection = None) -> Selection:
+        """Resolve an image selection once, into a :class:`~odinlab.store.selection.Selection`.
 
-        >>> store.select("test").height
-        270
-        >>> store.select("SELECT image_id FROM images WHERE label = 3 AND split = 'val'").height
+        ``images`` is None (all), a split name, an image id, a list of ids, a frame or Series
+        with ``image_id``, a SQL query over the store's tables that returns ``image_id``, a
+        polars expression over ``store.images``, or a selection (returned as is). Every function
+        that takes ``images=`` accepts the same, so resolve once and pass the selection on.
+        Unknown ids and splits are refused with what the store has.
+
+        >>> store.select("test")
+        <Selection of 270 images 'test' from 'memory://...'>
+        >>> len(store.select("SELECT image_id FROM images WHERE label = 3 AND split = 'val'"))
+        27
+        >>> len(store.select((pl.col("split") == "val") & (pl.col("label_name") == "3")))
         27
         """
-        return self._present(self._select_rows(images))
+        if isinstance(images, Selection):
+            if images.store_url != self._backend.url:
+                raise SelectionError(f"This selection was made in the store at {images.store_url!r}, "
+                                     f"not this one ({self._backend.url!r}); select again here.")
+            return images
+        rows = self._select_rows(images)
+        return Selection(self._present(rows), rows[ROW].to_numpy(), self._backend.url, describe(images))
 
     def pixels(self, images: ImageSelection = None) -> np.ndarray:
         """The pixels of the selected images, (N, C, H, W) in the order selected.
@@ -56,34 +75,78 @@ class ImagesMixin:
         >>> store.pixels(["digits-0000"]).shape
         (1, 1, 8, 8)
         """
-        return self._read_rows(self._select_rows(images)["_row"].to_numpy())
+        selection = self.select(images)
+        if len(selection) == 0 and "images/pixels" not in self._backend.arrays():
+            return np.zeros((0, 0, 0, 0), np.uint8)
+        return read_rows(self.pixel_array, selection.rows)
+
+    def model_input(self, images: ImageSelection) -> np.ndarray:
+        """float32 model input of the selected images (uint8 pixels scaled to [0, 1]).
+
+        >>> store.model_input("digits-0000").dtype
+        dtype('float32')
+        """
+        return to_model_input(self.pixels(images))
 
     def batches(self, images: ImageSelection = None, batch_size: int = 256,
                 progress: str | None = None) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
-        """Yield (rows, float32 model input) for the selected images, one batch at a time.
+        """Yield (rows of ``store.images``, float32 model input), one batch at a time.
 
         uint8 pixels are scaled to [0, 1]. Memory holds one batch, whatever the selection size.
 
         >>> [x.shape for rows, x in store.batches("val", batch_size=200)]
         [(200, 1, 8, 8), (69, 1, 8, 8)]
         """
-        rows = self._select_rows(images)
-        with tqdm(total=rows.height, desc=progress, disable=progress is None, unit="img", delay=2) as bar:
-            for start in range(0, rows.height, batch_size):
-                chunk = rows.slice(start, batch_size)
-                yield self._present(chunk), to_model_input(self._read_rows(chunk["_row"].to_numpy()))
-                bar.update(chunk.height)
+        selection = self.select(images)
+        with tqdm(total=len(selection), desc=progress, disable=progress is None, unit="img", delay=2) as bar:
+            for chunk in selection.chunks(batch_size):
+                yield chunk.frame, self.model_input(chunk)
+                bar.update(len(chunk))
+
+    def thumbnails(self, images: ImageSelection, size: int = 64, format: str = "png") -> list[bytes]:
+        """The selected images as small PNG (or WebP) files, for galleries and reports.
+
+        The longer side becomes ``size`` pixels: small images are enlarged with sharp pixels
+        (nearest neighbour), large ones reduced smoothly. Returns one ``bytes`` per image, in order.
+
+        >>> import io, PIL.Image
+        >>> png = store.thumbnails(["digits-0000"], size=32)[0]
+        >>> png[:4], PIL.Image.open(io.BytesIO(png)).size
+        (b'\\x89PNG', (32, 32))
+        """
+        from PIL import Image
+
+        if format.lower() not in ("png", "webp"):
+            raise OptionError(f"Unknown thumbnail format {format!r}; use 'png' or 'webp'.")
+        if not isinstance(size, int) or size < 1:
+            raise OptionError(f"Thumbnail size must be a positive number of pixels, not {size!r}.")
+        out = []
+        for rgb in to_rgb8(self.pixels(images)):
+            picture = Image.fromarray(rgb)
+            scale = size / max(picture.size)
+            resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+            picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                     resample)
+            buffer = io.BytesIO()
+            picture.save(buffer, format=format.upper())
+            out.append(buffer.getvalue())
+        return out
 
     @property
     def pixel_array(self) -> zarr.Array:
-        """The Zarr array of all pixels (rows ordered by the hidden ``_row`` of the images table).
+        """The Zarr array of all pixels, one row per image (a selection's ``rows`` index it).
 
         Plain Zarr v3: ``dask.array.from_zarr(store.pixel_array)`` reads it in parallel.
         """
-        group = self._arrays()
+        group = self._backend.arrays()
         if "images/pixels" not in group:
             raise UnknownImageError("The store holds no images yet, so it has no pixel array; ingest some first.")
         return group["images/pixels"]
+
+    @property
+    def capacity(self) -> int:
+        """Rows in the pixel array: the length every row-aligned array must reach."""
+        return self.pixel_array.shape[0]
 
     # -- internals -------------------------------------------------------------------------
 
@@ -97,12 +160,14 @@ class ImagesMixin:
             ["image_id", "split", "label", "label_name", *_metadata_columns(table)]
         )
 
-    def _select_rows(self, images: ImageSelection) -> pl.DataFrame:
-        table = self._tables.read("images")
+    def _select_rows(self, images) -> pl.DataFrame:
+        table = self._backend.tables.read("images")
         if images is None:
             return table
+        if isinstance(images, pl.Expr):
+            return self._filter(table, images)
         if isinstance(images, str) and images.lstrip().lower().startswith(("select ", "with ")):
-            images = self.sql(images)  # a query: its image_id column is the selection
+            images = self._sql(images)  # a query: its image_id column is the selection
             if "image_id" not in images.columns:
                 raise UnknownImageError(
                     f"The query returned columns {images.columns}; select image_id to choose images."
@@ -117,10 +182,21 @@ class ImagesMixin:
                     f"{images!r} is neither an image id nor a split. Splits: {listing(splits)}."
                 )
             return found
-        wanted = images["image_id"] if isinstance(images, pl.DataFrame) else pl.Series(list(images))
+        if isinstance(images, pl.DataFrame):
+            if "image_id" not in images.columns:
+                raise SelectionError(f"A frame given as images= needs an image_id column; it has {images.columns}.")
+            wanted = images["image_id"]
+        elif isinstance(images, pl.Series | Sequence | np.ndarray) and not isinstance(images, bytes):
+            wanted = pl.Series(list(images))
+        else:
+            raise SelectionError(
+                f"images={type(images).__name__} is not an image selection. Give None (all images), a split, "
+                "an image id, a list of ids, a frame with image_id, a SQL query, a polars expression, "
+                "or store.select(...)."
+            )
         wanted = pl.DataFrame({"image_id": wanted.cast(pl.String)})
         found = wanted.join(table, on="image_id", how="left", maintain_order="left")
-        missing = found.filter(pl.col("_row").is_null())["image_id"]
+        missing = found.filter(pl.col(ROW).is_null())["image_id"]
         if missing.len():
             raise UnknownImageError(
                 f"{missing.len()} unknown image ids, e.g. {listing(missing.head(5).to_list())}. "
@@ -128,11 +204,16 @@ class ImagesMixin:
             )
         return found
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        if len(rows) == 0:
-            if "images/pixels" not in self._arrays():
-                return np.zeros((0, 0, 0, 0), np.uint8)
-        return read_rows(self.pixel_array, rows)
+    def _filter(self, table: pl.DataFrame, expression: pl.Expr) -> pl.DataFrame:
+        presented = self._present(table).with_columns(table[ROW])
+        try:
+            return presented.filter(expression).select(table.columns)
+        except pl.exceptions.ColumnNotFoundError as error:
+            raise UnknownColumnError(
+                f"The expression {expression} names a column the images table lacks ({error}). "
+                f"Columns: {listing(self._present(table).columns)}."
+            ) from error
+
 
 def _metadata_columns(table: pl.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in (*RESERVED_COLUMNS, "_row")]
+    return [c for c in table.columns if c not in (*RESERVED_COLUMNS, ROW)]

@@ -12,14 +12,19 @@ from zarr.codecs import BloscCodec
 
 from odinlab.errors import DuplicateImageError, ImageFormatError, LabelError, UnknownImageError, listing
 from odinlab.store import sources
-from odinlab.store.images import RESERVED_COLUMNS
+from odinlab.store.backend import Backend
+from odinlab.store.images import RESERVED_COLUMNS, ROW, ImageCatalog
 from odinlab.store.pixels import content_ids, to_nchw
 
 CHUNK_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: cheap to read any handful of images
 
 
-class IngestMixin:
-    """Store methods that add images; mixed into :class:`odinlab.Store`."""
+class Ingestor:
+    """Adds images to the store, all or nothing."""
+
+    def __init__(self, backend: Backend, images: ImageCatalog):
+        self._backend = backend
+        self._images = images
 
     def ingest(self, source, labels=None, *, split=None, ids=None, metadata=None,
                classes: Sequence[str] | None = None, layout: str = "auto",
@@ -32,13 +37,13 @@ class IngestMixin:
         ``metadata`` (polars/pandas frame or dict of columns) is aligned by position, or joined
         on its ``image_id`` column. Nothing is written unless the whole call succeeds.
 
-        >>> fresh = odinlab.open_store("memory://ingest-doc")
+        >>> fresh = odinlab.open_store("memory://ingest-doc", create=True)
         >>> rows = fresh.ingest(np.zeros((2, 8, 8), np.uint8) + [[[0]], [[9]]], labels=["cat", "dog"],
         ...                     split="train", metadata={"age": [3, 5]})
         >>> rows.select("label", "label_name", "age").rows()
         [(0, 'cat', 3), (1, 'dog', 5)]
         """
-        self._check_writable()
+        self._backend.check_writable()
         src = _to_source(source, labels, layout, size)
         src.labels = labels if labels is not None and src.labels is None else src.labels
         classes = self._classes_for(src, classes)
@@ -46,26 +51,26 @@ class IngestMixin:
         given_ids = _per_image(ids if ids is not None else src.ids, src.n, "ids")
         upfront = _label_indices(src.labels, classes, src.n) if src.labels is not None else None
         if given_ids is not None:  # refuse repeated or known ids before writing any pixels
-            _check_new_ids(given_ids, set(self._tables.read("images")["image_id"].to_list()), set())
+            _check_new_ids(given_ids, set(self._backend.tables.read("images")["image_id"].to_list()), set())
         # Everything up to the table commit runs inside the transaction, so that a failure
         # anywhere (pixels, ids, metadata, the commit itself) rolls the pixels back.
-        with self._pixel_transaction(src.n) as writer:
+        with PixelWriter(self._backend, src.n) as writer:
             new_ids, streamed = writer.write(src, given_ids, classes, batch_size)
             labels_all = upfront if upfront is not None else streamed
             rows = pl.DataFrame({
                 "image_id": new_ids, "split": split_values,
                 "label": labels_all if labels_all is not None else [None] * src.n,
-                "_row": np.arange(writer.start, writer.start + src.n),
+                ROW: np.arange(writer.start, writer.start + src.n),
             }, schema_overrides={"image_id": pl.String, "split": pl.String, "label": pl.Int64})
             rows = _attach_metadata(rows, src, metadata)
             if labels_all is not None and len(labels_all) and not classes:
                 classes = [str(i) for i in range(int(np.max(labels_all)) + 1)]
             self._commit_images(rows, classes, writer)
-        return self.images.filter(pl.col("image_id").is_in(new_ids))
+        return self._images.table.filter(pl.col("image_id").is_in(new_ids))
 
     def _classes_for(self, src: sources.Source, classes: Sequence[str] | None) -> list[str]:
         """The classes after this ingest: the store's, extended only by an explicit list."""
-        known = self.classes
+        known = self._images.classes
         wanted = list(classes if classes is not None else src.classes or [])
         labels = src.labels
         if not wanted and not known and labels is not None and len(labels):
@@ -80,29 +85,27 @@ class IngestMixin:
             )
         return wanted
 
-    def _pixel_transaction(self, n: int) -> "PixelWriter":
-        return PixelWriter(self, n)
-
     def _commit_images(self, rows: pl.DataFrame, classes: list[str], writer: "PixelWriter") -> None:
-        before = dict(self._meta)
+        backend = self._backend
+        before = dict(backend.meta)
         try:
-            if classes != self.classes:
-                self._write_meta({**self._meta, "classes": list(classes)})
-            self._tables.append("images", rows)  # the commit point
+            if classes != self._images.classes:
+                backend.write_meta({**backend.meta, "classes": list(classes)})
+            backend.tables.append("images", rows)  # the commit point
         except BaseException:
             writer.rollback()
-            if self._meta != before:  # the classes were extended for images that are not in
-                self._write_meta(before)
+            if backend.meta != before:  # the classes were extended for images that are not in
+                backend.write_meta(before)
             raise
 
 
 class PixelWriter:
     """Appends pixels to the Zarr array; on any failure, truncates back to the committed rows."""
 
-    def __init__(self, store, n: int):
-        self.store, self.n = store, n
-        table = store._tables.read("images")
-        self.start = int(table["_row"].max()) + 1 if table.height else 0
+    def __init__(self, backend: Backend, n: int):
+        self.backend, self.n = backend, n
+        table = backend.tables.read("images")
+        self.start = int(table[ROW].max()) + 1 if table.height else 0
         self.created = False
         self.rolled_back = False
 
@@ -114,7 +117,7 @@ class PixelWriter:
             self.rollback()
 
     def write(self, src: sources.Source, ids: list | None, classes: list[str], batch_size: int):
-        existing = set(self.store._tables.read("images")["image_id"].to_list())
+        existing = set(self.backend.tables.read("images")["image_id"].to_list())
         new_ids, labels, offset, seen = [], [], 0, set()
         for raw, raw_labels in tqdm(src.batches(batch_size), total=-(-src.n // batch_size),
                                     desc="ingest", unit="batch", delay=2):
@@ -131,7 +134,7 @@ class PixelWriter:
         return new_ids, (np.array(labels, dtype=np.int64) if labels else None)
 
     def _store_batch(self, batch: np.ndarray, offset: int) -> None:
-        group = self.store._arrays(mode="a")
+        group = self.backend.arrays()
         if "images/pixels" not in group:
             per_image = batch[0].nbytes
             group.create_array(
@@ -153,7 +156,7 @@ class PixelWriter:
 
     def rollback(self) -> None:
         self.rolled_back = True
-        group = self.store._arrays(mode="a")
+        group = self.backend.arrays()
         if self.created and "images/pixels" in group:
             del group["images/pixels"]
         elif "images/pixels" in group:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -11,70 +12,106 @@ import polars as pl
 import torch
 from torch import nn
 
-from odinlab.errors import ImageFormatError, UnknownModelError, WeightsMismatchError, closest, listing
+from odinlab.errors import (ImageFormatError, NotMaterializedError, UnknownLayerError, UnknownModelError,
+                            WeightsMismatchError, closest, listing)
+from odinlab.store.backend import Backend
 from odinlab.store.fs import check_name
+from odinlab.store.images import ImageCatalog
+from odinlab.store.layout import manifest_parts
+from odinlab.store.records import ModelRecord
 from odinlab.store.weights import WeightStore, tensor_digest
 
+# What `model=` accepts everywhere: an id, a name (its latest version), a record, or a module.
+ModelRef = str | ModelRecord | nn.Module
 
-class ModelsMixin:
-    """Store methods for model versions; mixed into :class:`odinlab.Store`."""
+
+class ModelRegistry:
+    """Model versions, their weights and lineage, and the modules this session holds for them."""
+
+    def __init__(self, backend: Backend, images: ImageCatalog):
+        self._backend = backend
+        self._images = images
+        # Modules registered, loaded or passed in this session, so that a model id is enough to
+        # compute on demand. Held until the store is closed: a module given to the store stays.
+        self._modules: dict[str, nn.Module] = {}
 
     @property
-    def models(self) -> pl.DataFrame:
+    def table(self) -> pl.DataFrame:
         """The models table: one row per version (model_id ``name@N``, parent, params, digest...).
 
         >>> store.models.select("model_id", "parent", "num_params").rows()
         [('cnn@1', None, 13706)]
         """
-        return self._tables.read("models")
+        return self._backend.tables.read("models")
 
-    def register_model(self, model: nn.Module, name: str, *, parent: str | None = None,
-                       classes: Sequence[str] | None = None,
-                       input_shape: Sequence[int] | None = None,
-                       hyperparams: dict | None = None, description: str | None = None) -> str:
-        """Store ``model``'s weights as a new version ``name@N`` and return its model id.
+    def register(self, module: nn.Module, name: str, *, parent: ModelRef | None = None,
+                 classes: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
+                 hyperparams: dict | None = None, description: str | None = None) -> str:
+        """Store ``module``'s weights as a new version ``name@N`` and return its model id.
 
         Records the architecture (every named layer's type, output shape and parameter count,
         from one forward pass on zeros), class names, input shape (default: the store's image
-        shape, or the parent's) and lineage (``parent``). Tensors already in the store are not written again.
+        shape, or the parent's) and lineage (``parent``). Tensors already in the store are not
+        written again. The module stays attached to the version for this session.
 
         >>> store.register_model(net, "cnn", parent="cnn@1", hyperparams={"lr": 0.001})
         'cnn@2'
         """
-        self._check_writable()
+        self._backend.check_writable()
         check_name(name, "model name")
-        parent_id = self.resolve_model(parent) if parent is not None else None
-        if parent_id is not None:  # a derived version takes its parent's interface by default
-            parent_row = self._row(parent_id)
-            input_shape = parent_row["input_shape"] if input_shape is None else input_shape
-            classes = parent_row["classes"] if classes is None else classes
+        parent_record = self.record(parent) if parent is not None else None
+        if parent_record is not None:  # a derived version takes its parent's interface by default
+            input_shape = parent_record.input_shape if input_shape is None else input_shape
+            classes = parent_record.classes if classes is None else classes
         input_shape = self._input_shape(input_shape)
-        architecture = summarize(model, input_shape)
-        tensors, added = self._put_weights(model)
-        versions = self.models.filter(pl.col("name") == name)["version"]
+        architecture = summarize(module, input_shape)
+        tensors, added = self._put_weights(module)
+        versions = self.table.filter(pl.col("name") == name)["version"]
         version = int(versions.max()) + 1 if versions.len() else 1
         model_id = f"{name}@{version}"
         manifest = {"model_id": model_id, "tensors": tensors, "architecture": architecture}
-        self._fs.write_bytes(_manifest_parts(name, version), json.dumps(manifest).encode())
-        self._tables.append("models", pl.DataFrame([{
-            "model_id": model_id, "name": name, "version": version, "parent": parent_id,
-            "created_at": datetime.now(UTC), "num_params": sum(p.numel() for p in model.parameters()),
+        self._backend.fs.write_bytes(manifest_parts(model_id), json.dumps(manifest).encode())
+        self._backend.tables.append("models", pl.DataFrame([{
+            "model_id": model_id, "name": name, "version": version,
+            "parent": parent_record.model_id if parent_record else None,
+            "created_at": datetime.now(UTC), "num_params": sum(p.numel() for p in module.parameters()),
             "num_layers": len(architecture), "input_shape": list(input_shape),
-            "classes": list(classes if classes is not None else self.classes),
+            "classes": list(classes if classes is not None else self._images.classes),
             "weights_digest": weights_digest(tensors), "new_weight_bytes": added,
             "hyperparams": json.dumps(hyperparams or {}, sort_keys=True, default=str),
             "description": description,
-        }], schema=self.models.schema))
-        self._modules[model_id] = model
+        }], schema=self.table.schema))
+        self._modules[model_id] = module
         return model_id
 
-    def resolve_model(self, ref: str) -> str:
-        """The model id for ``"name@N"`` or ``"name"`` (its latest version).
+    def record(self, model: ModelRef) -> ModelRecord:
+        """The frozen record of a version, from ``"name@N"``, ``"name"`` (latest), a record or a module.
+
+        A module is found by its weights (and stays attached to its version for this session).
+
+        >>> store.model("cnn").model_id, store.model(net).model_id
+        ('cnn@1', 'cnn@1')
+        """
+        if isinstance(model, nn.Module):
+            model_id = self.model_id_of(model)
+            self._modules[model_id] = model
+        else:
+            model_id = model.model_id if isinstance(model, ModelRecord) else self.resolve(model)
+        rows = self.table.filter(pl.col("model_id") == model_id)
+        if rows.height == 0:
+            raise UnknownModelError(f"Unknown model {model_id!r}: it is not in this store. "
+                                    f"Models: {listing(self.table['model_id'].to_list())}.")
+        return ModelRecord.from_row(rows.row(0, named=True), lineage=tuple(self._ancestor_ids(model_id)))
+
+    def resolve(self, ref: str | ModelRecord) -> str:
+        """The model id for ``"name@N"``, ``"name"`` (its latest version) or a record.
 
         >>> store.resolve_model("cnn")
         'cnn@1'
         """
-        table = self.models
+        if isinstance(ref, ModelRecord):
+            return ref.model_id
+        table = self.table
         if isinstance(ref, str) and ref in table["model_id"]:
             return ref
         if isinstance(ref, str) and ref in table["name"]:
@@ -85,102 +122,189 @@ class ModelsMixin:
             f" Models: {listing(known)}."
         )
 
-    def model_id_of(self, model: nn.Module) -> str:
-        """The id of the registered version whose weights equal ``model``'s (latest if several).
+    def module(self, model: ModelRef) -> nn.Module:
+        """The ``nn.Module`` of a version: the one given, or the one this session holds for it.
+
+        The store keeps weights, not code, so in a new session build the network and load the
+        weights once (``store.load_weights(MyNet(), "cnn@1")``); the store then holds it.
+
+        >>> store.module("cnn@1") is net
+        True
+        """
+        if isinstance(model, nn.Module):
+            self.record(model)  # checks the weights are registered, and attaches the module
+            return model
+        record = self.record(model)
+        module = self._modules.get(record.model_id)
+        if module is None:
+            raise NotMaterializedError(
+                f"No module for {record.model_id} in this session: the store keeps weights, not code. "
+                f"Build the network and load them once: store.load_weights(MyNet(), {record.model_id!r})."
+            )
+        return module
+
+    def model_id_of(self, module: nn.Module) -> str:
+        """The id of the registered version whose weights equal ``module``'s (latest if several).
 
         >>> store.model_id_of(net)
         'cnn@1'
         """
-        digest = weights_digest({k: {"digest": tensor_digest(t)} for k, t in model.state_dict().items()})
-        match = self.models.filter(pl.col("weights_digest") == digest).sort("created_at")
+        digest = weights_digest({k: {"digest": tensor_digest(t)} for k, t in module.state_dict().items()})
+        match = self.table.filter(pl.col("weights_digest") == digest).sort("created_at")
         if match.height == 0:
             raise UnknownModelError(
-                "These weights are not registered in the store; call "
-                "store.register_model(model, name) first, or pass model_id=."
+                "These weights are not registered in the store; call store.register_model(module, name) "
+                "first, or load a registered version into it with store.load_weights(module, 'name@N')."
             )
         return match["model_id"][-1]
 
-    def state_dict(self, model_id: str) -> dict[str, torch.Tensor]:
+    def state_dict(self, model: ModelRef) -> dict[str, torch.Tensor]:
         """The stored weights of a version, as a state dict (read without unpickling anything).
 
         >>> store.state_dict("cnn@1")["head.fc2.bias"].shape
         torch.Size([10])
         """
-        weights = WeightStore(self._fs)
-        return {key: weights.get(t["digest"]) for key, t in self._manifest(model_id)["tensors"].items()}
+        weights = WeightStore(self._backend.fs)
+        return {key: weights.get(t["digest"]) for key, t in self._manifest(model)["tensors"].items()}
 
-    def load_weights(self, model_id: str, model: nn.Module) -> nn.Module:
-        """Load a version's exact weights into ``model`` (a module you built) and return it.
+    def load_weights(self, module: nn.Module, model: ModelRef) -> nn.Module:
+        """Load a version's exact weights into ``module`` (one you built), attach it, return it.
 
-        >>> restored = store.load_weights("cnn@1", SmallCNN())
+        The module stays attached to the version until the store is closed, so ids are then
+        enough everywhere (``Attributor(store, "cnn@1")``...).
+
+        >>> restored = store.load_weights(SmallCNN(), "cnn@1")
         >>> torch.equal(restored.head.fc2.weight, net.head.fc2.weight)
         True
         """
-        stored = self._manifest(self.resolve_model(model_id))["tensors"]
-        own = model.state_dict()
+        if not isinstance(module, nn.Module) and isinstance(model, nn.Module):
+            warnings.warn("store.load_weights(model_id, module) is deprecated: the module comes first, "
+                          "store.load_weights(module, model_id).", DeprecationWarning, stacklevel=3)
+            module, model = model, module
+        record = self.record(model)
+        stored = self._manifest(record)["tensors"]
+        own = module.state_dict()
         problems = [f"missing {k}" for k in stored.keys() - own.keys()]
         problems += [f"unexpected {k}" for k in own.keys() - stored.keys()]
         problems += [f"{k}: stored {tuple(stored[k]['shape'])}, module {tuple(own[k].shape)}"
                      for k in stored.keys() & own.keys() if list(own[k].shape) != stored[k]["shape"]]
         if problems:
             raise WeightsMismatchError(
-                f"The weights of {model_id} do not fit this module ({len(problems)} problems: "
+                f"The weights of {record.model_id} do not fit this module ({len(problems)} problems: "
                 f"{listing(sorted(problems), 5)}). Build the same architecture that was registered."
             )
-        model_id = self.resolve_model(model_id)
-        model.load_state_dict(self.state_dict(model_id))
-        self._modules[model_id] = model
-        return model
+        module.load_state_dict(self.state_dict(record))
+        self._modules[record.model_id] = module
+        return module
 
-    def architecture(self, model_id: str) -> pl.DataFrame:
+    def architecture(self, model: ModelRef) -> pl.DataFrame:
         """Every named layer of a version: name, type, output shape (per image), parameters.
 
         >>> store.architecture("cnn@1").row(1)
         ('features.conv1', 'Conv2d', [16, 8, 8], 160)
         """
-        return pl.DataFrame(self._manifest(self.resolve_model(model_id))["architecture"],
+        return pl.DataFrame(self._manifest(model)["architecture"],
                             schema={"layer": pl.String, "type": pl.String,
                                     "output_shape": pl.List(pl.Int64), "num_params": pl.Int64})
 
-    def layers(self, model_id: str) -> list[str]:
+    def layers(self, model: ModelRef) -> list[str]:
         """Names of a version's layers, as ``named_modules()`` gives them.
 
         >>> store.layers("cnn@1")[:3]
         ['features', 'features.conv1', 'features.relu1']
         """
-        return self.architecture(model_id)["layer"].to_list()
+        return self.architecture(model)["layer"].to_list()
 
-    def ancestors(self, model_id: str) -> pl.DataFrame:
+    def check_layers(self, model: ModelRef, layers: str | Sequence[str], module: nn.Module | None = None) -> list[str]:
+        """``layers`` without repeats, or :class:`UnknownLayerError` naming the closest and all layers.
+
+        Checked against ``module``'s ``named_modules()`` when given, else the registered architecture.
+
+        >>> store.check_layers("cnn@1", ["head.fc1", "head.fc1"])
+        ['head.fc1']
+        >>> store.check_layers("cnn@1", "head.fc3")
+        Traceback (most recent call last):
+        odinlab.errors.UnknownLayerError: Unknown layer 'head.fc3' of cnn@1. Did you mean: head.fc1, head.fc2? ...
+        """
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        model_id = self.record(model).model_id
+        names = [n for n, _ in module.named_modules() if n] if module is not None else self.layers(model_id)
+        for layer in layers:
+            if layer not in names:
+                raise UnknownLayerError(
+                    f"Unknown layer {layer!r} of {model_id}.{closest(layer, names)} Layers: {listing(names, 40)}."
+                )
+        return list(dict.fromkeys(layers))
+
+    def check_input_shape(self, model: ModelRef) -> None:
+        """Raise :class:`ImageFormatError` unless the version takes the store's images as input.
+
+        >>> store.check_input_shape("cnn@1")
+        """
+        record = self.record(model)
+        actual = tuple(self._images.pixel_array.shape[1:])
+        if record.input_shape != actual:
+            raise ImageFormatError(
+                f"{record.model_id} expects input {record.input_shape} (C, H, W) but the store's images are "
+                f"{actual}; use a model trained on these images."
+            )
+
+    def ancestors(self, model: ModelRef) -> pl.DataFrame:
         """Rows of ``store.models`` from the parent up to the root, with ``depth`` 1, 2, ...
 
         >>> v2 = store.register_model(net, "cnn", parent="cnn@1")
         >>> store.ancestors(v2)["model_id"].to_list()
         ['cnn@1']
         """
-        chain, current = [], self._row(self.resolve_model(model_id))["parent"]
-        while current is not None:
-            chain.append(current)
-            current = self._row(current)["parent"]
-        return self._lineage_rows(chain)
+        return self._lineage_rows(self._ancestor_ids(self.resolve_any(model)))
 
-    def descendants(self, model_id: str) -> pl.DataFrame:
+    def descendants(self, model: ModelRef) -> pl.DataFrame:
         """Rows of ``store.models`` derived from a version (children, grandchildren...), with ``depth``.
 
         >>> v2 = store.register_model(net, "cnn", parent="cnn@1")
         >>> store.descendants("cnn@1").select("model_id", "depth").rows()
         [('cnn@2', 1)]
         """
-        table, frontier, found = self.models, [self.resolve_model(model_id)], []
+        root = self.resolve_any(model)
+        table, frontier, found, depths, depth = self.table, [root], [], [], 0
         while frontier:
+            depth += 1
             frontier = table.filter(pl.col("parent").is_in(frontier))["model_id"].to_list()
             found.extend(frontier)
-        return self._lineage_rows(found, table, depth_of=self._depth_from(model_id))
+            depths.extend([depth] * len(frontier))
+        return self._lineage_rows(found, depths)
+
+    def lineage(self, model: ModelRef) -> list[str]:
+        """Every version of the family of ``model``: its root and all the root's descendants.
+
+        >>> store.lineage("cnn@1")
+        ['cnn@1']
+        """
+        ancestors = self._ancestor_ids(self.resolve_any(model))
+        root = ancestors[-1] if ancestors else self.resolve_any(model)
+        return [root, *self.descendants(root)["model_id"].to_list()]
+
+    def resolve_any(self, model: ModelRef) -> str:
+        """The model id of anything accepted as ``model=``."""
+        return self.record(model).model_id if isinstance(model, nn.Module) else self.resolve(model)
+
+    def forget_modules(self) -> None:
+        """Let go of every module this session attached (``store.close()`` calls it)."""
+        self._modules.clear()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _put_weights(self, model: nn.Module) -> tuple[dict, int]:
-        weights, tensors, added = WeightStore(self._fs), {}, 0
-        for key, tensor in model.state_dict().items():
+    def _ancestor_ids(self, model_id: str) -> list[str]:
+        parents = dict(self.table.select("model_id", "parent").iter_rows())
+        chain, current = [], parents.get(model_id)
+        while current is not None:
+            chain.append(current)
+            current = parents.get(current)
+        return chain
+
+    def _put_weights(self, module: nn.Module) -> tuple[dict, int]:
+        weights, tensors, added = WeightStore(self._backend.fs), {}, 0
+        for key, tensor in module.state_dict().items():
             digest, new_bytes = weights.put(tensor)
             tensors[key] = {"digest": digest, "dtype": str(tensor.dtype), "shape": list(tensor.shape)}
             added += new_bytes
@@ -189,33 +313,17 @@ class ModelsMixin:
     def _input_shape(self, input_shape: Sequence[int] | None) -> tuple[int, ...]:
         if input_shape is not None:
             return tuple(int(d) for d in input_shape)
-        if "images/pixels" not in self._arrays():
+        if "images/pixels" not in self._backend.arrays():
             raise ImageFormatError("No images in the store yet: pass input_shape=(C, H, W).")
-        return tuple(self.pixel_array.shape[1:])
+        return tuple(self._images.pixel_array.shape[1:])
 
-    def _manifest(self, model_id: str) -> dict:
-        row = self._row(self.resolve_model(model_id))
-        return json.loads(self._fs.read_bytes(_manifest_parts(row["name"], row["version"])))
+    def _manifest(self, model: ModelRef) -> dict:
+        return json.loads(self._backend.fs.read_bytes(manifest_parts(self.resolve_any(model))))
 
-    def _row(self, model_id: str) -> dict:
-        return self.models.filter(pl.col("model_id") == model_id).row(0, named=True)
-
-    def _lineage_rows(self, ids: list[str], table=None, depth_of=None) -> pl.DataFrame:
-        table = self.models if table is None else table
-        order = pl.DataFrame({"model_id": ids, "depth": [depth_of(i) if depth_of else n + 1
-                                                         for n, i in enumerate(ids)]},
+    def _lineage_rows(self, ids: list[str], depths: list[int] | None = None) -> pl.DataFrame:
+        order = pl.DataFrame({"model_id": ids, "depth": depths or list(range(1, len(ids) + 1))},
                              schema={"model_id": pl.String, "depth": pl.Int64})
-        return order.join(table, on="model_id", how="left", maintain_order="left")
-
-    def _depth_from(self, root: str):
-        root = self.resolve_model(root)
-
-        def depth(model_id: str) -> int:
-            steps = 0
-            while model_id != root:
-                model_id, steps = self._row(model_id)["parent"], steps + 1
-            return steps
-        return depth
+        return order.join(self.table, on="model_id", how="left", maintain_order="left")
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
@@ -259,5 +367,3 @@ def weights_digest(tensors: dict) -> str:
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
-def _manifest_parts(name: str, version: int) -> tuple[str, ...]:
-    return ("models", check_name(name, "model name"), f"v{int(version)}.json")

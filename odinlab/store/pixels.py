@@ -111,3 +111,27 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return pixels.astype(np.float32) / 255.0
     return pixels.astype(np.float32, copy=False)
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Images (N, C, H, W), uint8 or float, as (N, H, W, 3) uint8 for display.
+
+    One channel is repeated to grey, an alpha channel dropped; float images in [0, 1] are
+    scaled, any other float range is stretched per image to the full range.
+
+    >>> to_rgb8(np.zeros((2, 1, 8, 8), np.uint8)).shape
+    (2, 8, 8, 3)
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 4 or pixels.shape[1] not in CHANNEL_COUNTS:
+        raise ImageFormatError(f"Images are (N, C, H, W) with C in 1, 3, 4; got shape {pixels.shape}.")
+    if pixels.dtype != np.uint8:
+        pixels = pixels.astype(np.float32)
+        low = pixels.min(axis=(1, 2, 3), keepdims=True)
+        high = pixels.max(axis=(1, 2, 3), keepdims=True)
+        stretch = (low < 0) | (high > 1)  # not [0, 1] model input: stretch to the full range
+        span = np.where(high > low, high - low, 1.0)
+        pixels = np.where(stretch, (pixels - low) / span, pixels)
+        pixels = np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    pixels = pixels[:, :3] if pixels.shape[1] >= 3 else np.repeat(pixels, 3, axis=1)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))

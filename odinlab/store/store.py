@@ -1,68 +1,95 @@
-"""The odinlab store: one place for images, model versions and experiments.
+"""The odinlab store: one friendly front over components with narrow interfaces.
 
-On disk (or under any fsspec URL)::
+``Store`` is what users hold: ``store.ingest``, ``store.select``, ``store.materialize``... Each
+of its methods forwards to one component, and each component receives only what it needs::
 
-    odinlab.json                 marker, format version, class names
-    arrays/                      Zarr v3 group
-      images/pixels              (N, C, H, W) uint8 or float32, chunked along N, zstd (Blosc)
-    tables/                      polars tables as Parquet, each replaced atomically
-      images.parquet             image_id, split, label, metadata..., _row (pixel row)
-      models.parquet             model_id name@N, parent, architecture counts, weights digest
-      experiments.parquet        runs, image sets, hyper-parameters, metrics, test-set looks
-      image_sets.parquet         (set_id, image_id) of every experiment's image sets
-    models/<name>/v<N>.json      manifest: tensor name -> digest, architecture summary
-    weights/<ab>/<sha256>.safetensors   one tensor per file, shared between versions
+    Backend          files (StoreFS), tables (Parquet), the marker, the Zarr root
+    ImageCatalog     images table, selections, pixels, thumbnails       (backend)
+    Ingestor         adding images, all or nothing                      (backend, images)
+    ModelRegistry    versions, weights, lineage, this session's modules (backend, images)
+    ExperimentLog    runs, image sets, metrics, the test-set guard      (backend, images, models)
+    Materializer     predictions and activations                        (backend, images, models)
+    ResultCache      cached debugging results (``store.results``)       (backend, images, models)
+
+On disk (or under any fsspec URL) see :mod:`odinlab.store.layout` and the README.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import weakref
+import re
+import types
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import zarr
 
-from odinlab.errors import ReadOnlyStoreError, StoreError
-from odinlab.store.experiments import ExperimentsMixin
+from odinlab.errors import StoreError, UnknownTableError, closest, listing
+from odinlab.store.backend import MARKER, Backend
+from odinlab.store.experiments import ExperimentLog
 from odinlab.store.fs import StoreFS
-from odinlab.store.images import ImagesMixin
-from odinlab.store.ingest import IngestMixin
-from odinlab.store.materialize import MaterializeMixin
-from odinlab.store.models import ModelsMixin
-from odinlab.store.tables import SCHEMAS, Tables
+from odinlab.store.images import ImageCatalog
+from odinlab.store.ingest import Ingestor
+from odinlab.store.materialize import Materializer
+from odinlab.store.models import ModelRegistry
+from odinlab.store.results import ResultCache
+from odinlab.store.tables import SCHEMAS
 
 FORMAT = "odinlab-store"
 FORMAT_VERSION = 1
-MARKER = ("odinlab.json",)
+TABLES = (*SCHEMAS, "predictions")
 
 
-class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, MaterializeMixin):
-    """A store of images, model versions and experiments; open one with :func:`open_store`.
+def _forward(component: str, method):
+    """A Store method that calls ``self.<component>.<method>``, with the method's name and docs.
 
-    >>> store = odinlab.open_store("memory://store-class-example")
+    The function gets the globals of the component's module, so doctest finds each docstring
+    example once, beside the code it documents, instead of twice.
+    """
+    name = method.__name__
+
+    def call(self, *args, **kwargs):
+        return getattr(getattr(self, component), name)(*args, **kwargs)
+
+    forwarded = types.FunctionType(call.__code__, method.__globals__, name, None, call.__closure__)
+    return functools.update_wrapper(forwarded, method)
+
+
+class Store:
+    """A store of images, model versions, experiments and results; open one with :func:`open_store`.
+
+    >>> store = odinlab.open_store("memory://store-class-example", create=True)
     >>> store.ingest(odinlab.datasets.digits()).height
     1797
     """
 
     def __init__(self, fs: StoreFS):
-        self._fs = fs
-        self._tables = Tables(fs)
-        self._meta = json.loads(fs.read_bytes(MARKER))
-        self._group: zarr.Group | None = None
-        # Modules registered, loaded or materialized in this session, so a model id is enough
-        # to compute on demand; weak, so the store never keeps a network alive.
-        self._modules: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._backend = backend = Backend(fs)
+        self._images = ImageCatalog(backend, sql=self.sql)
+        self._ingestor = Ingestor(backend, self._images)
+        self._models = ModelRegistry(backend, self._images)
+        self._experiments = ExperimentLog(backend, self._images, self._models)
+        self._materializer = Materializer(backend, self._images, self._models)
+        self.results = ResultCache(backend, self._images, self._models)
+
+    # -- the store itself ---------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """Where the store lives (a path or fsspec URL)."""
-        return self._fs.root if self._fs.is_local else self._fs.url
+        return self._backend.url
 
     @property
     def read_only(self) -> bool:
-        return self._fs.read_only
+        """True when opened with ``mode="r"``: every write is refused."""
+        return self._backend.read_only
+
+    def check_writable(self) -> None:
+        """Raise :class:`~odinlab.ReadOnlyStoreError` on a read-only store."""
+        self._backend.check_writable()
 
     def sql(self, query: str) -> pl.DataFrame:
         """Run SQL over the store's tables and return a polars DataFrame.
@@ -72,12 +99,26 @@ class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, Materialize
 
         >>> store.sql("SELECT split, COUNT(*) AS n FROM images GROUP BY split ORDER BY split").rows()
         [('test', 270), ('train', 1258), ('val', 269)]
+        >>> store.sql("SELECT * FROM model")
+        Traceback (most recent call last):
+        odinlab.errors.UnknownTableError: No table 'model' in the store. Did you mean: models? Tables: ...
         """
-        frames = {name: getattr(self, name) for name in SCHEMAS}
+        frames = {name: self._backend.tables.read(name) for name in SCHEMAS}
+        frames["images"] = self.images
         if "predictions" in query.lower():  # built from Zarr on demand: only when asked for
             frames["predictions"] = self._all_predictions()
+        else:
+            frames["predictions"] = pl.DataFrame(schema={"model_id": pl.String, "image_id": pl.String})
         with pl.SQLContext(frames, eager=True) as context:
-            return context.execute(query)
+            try:
+                return context.execute(query)
+            except pl.exceptions.SQLInterfaceError as error:
+                missing = re.search(r"relation '([^']+)' (?:was not found|not found)", str(error))
+                if missing is None:
+                    raise
+                table = missing.group(1)
+                raise UnknownTableError(f"No table {table!r} in the store.{closest(table, TABLES)} "
+                                        f"Tables: {listing(TABLES)}.") from None
 
     def size_on_disk(self, *parts: str) -> int:
         """Bytes on disk of the store, or of one part of it (``"weights"``, ``"arrays"``...).
@@ -85,7 +126,7 @@ class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, Materialize
         >>> 0 < store.size_on_disk("weights") < store.size_on_disk()
         True
         """
-        return self._fs.size(tuple(parts))
+        return self._backend.fs.size(tuple(parts))
 
     def summary(self) -> dict:
         """Counts and sizes at a glance: images per split, models, experiments, bytes on disk.
@@ -93,7 +134,7 @@ class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, Materialize
         >>> store.summary()["splits"]
         {'test': 270, 'train': 1258, 'val': 269}
         """
-        images = self._tables.read("images")
+        images = self.images
         return {
             "url": self.url,
             "images": images.height,
@@ -104,70 +145,141 @@ class Store(ImagesMixin, IngestMixin, ModelsMixin, ExperimentsMixin, Materialize
             "bytes_on_disk": self.size_on_disk(),
         }
 
-    def _all_predictions(self) -> pl.DataFrame:
-        frames = [self.predictions(model_id).drop("probabilities")
-                  for model_id in self.models["model_id"].to_list()]
-        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
-            schema={"model_id": pl.String, "image_id": pl.String, "predicted": pl.Int64})
-
-    def refresh(self) -> "Store":
+    def refresh(self) -> Store:
         """Re-read tables written by another process since this store was opened.
 
         >>> store.refresh().images.height
         1797
         """
-        self._tables.forget()
-        self._meta = json.loads(self._fs.read_bytes(MARKER))
-        self._group = None
+        self._backend.refresh()
         return self
 
+    def close(self) -> None:
+        """Let go of the modules this session attached and of cached tables and handles.
+
+        >>> with odinlab.open_store("memory://closing", create=True) as s:
+        ...     s.read_only
+        False
+        """
+        self._models.forget_modules()
+        self._backend.refresh()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
-        images = self._tables.read("images").height
-        return (f"<odinlab.Store {self.url!r}: {images} images, {self.models.height} model versions, "
+        return (f"<odinlab.Store {self.url!r}: {self.images.height} images, {self.models.height} model versions, "
                 f"{self.experiments.height} experiments>")
 
-    # -- shared internals used by the mixins ------------------------------------------------
+    def _all_predictions(self) -> pl.DataFrame:
+        frames = [self.predictions(model_id).drop("probabilities") for model_id in self.models["model_id"]]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
+            schema={"model_id": pl.String, "image_id": pl.String, "predicted": pl.Int64})
 
-    def _arrays(self, mode: str = "r") -> zarr.Group:
-        """The root Zarr group; ``mode`` documents intent, writes are refused on read-only stores."""
-        if self._group is None:
-            self._group = zarr.open_group(self._fs.zarr_store(("arrays",)),
-                                          mode="r" if self.read_only else "a")
-        return self._group
+    # -- images ---------------------------------------------------------------------------------
 
-    def _write_meta(self, meta: dict) -> None:
-        self._fs.write_bytes(MARKER, json.dumps(meta, indent=1).encode())
-        self._meta = meta
+    @property
+    def images(self) -> pl.DataFrame:
+        """The images table: image_id, split, label, label_name and metadata columns."""
+        return self._images.table
 
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"The store at {self.url!r} is open read-only; open it with mode='a'.")
+    @property
+    def classes(self) -> list[str]:
+        """Class names; label ``i`` means ``classes[i]``."""
+        return self._images.classes
+
+    @property
+    def pixel_array(self) -> zarr.Array:
+        """The Zarr array of all pixels, one row per image (a selection's ``rows`` index it)."""
+        return self._images.pixel_array
+
+    select = _forward("_images", ImageCatalog.select)
+    pixels = _forward("_images", ImageCatalog.pixels)
+    model_input = _forward("_images", ImageCatalog.model_input)
+    batches = _forward("_images", ImageCatalog.batches)
+    thumbnails = _forward("_images", ImageCatalog.thumbnails)
+    ingest = _forward("_ingestor", Ingestor.ingest)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    @property
+    def models(self) -> pl.DataFrame:
+        """The models table: one row per version (model_id ``name@N``, parent, params, digest...)."""
+        return self._models.table
+
+    register_model = _forward("_models", ModelRegistry.register)
+    model = _forward("_models", ModelRegistry.record)
+    module = _forward("_models", ModelRegistry.module)
+    resolve_model = _forward("_models", ModelRegistry.resolve)
+    model_id_of = _forward("_models", ModelRegistry.model_id_of)
+    state_dict = _forward("_models", ModelRegistry.state_dict)
+    load_weights = _forward("_models", ModelRegistry.load_weights)
+    architecture = _forward("_models", ModelRegistry.architecture)
+    layers = _forward("_models", ModelRegistry.layers)
+    check_layers = _forward("_models", ModelRegistry.check_layers)
+    check_input_shape = _forward("_models", ModelRegistry.check_input_shape)
+    ancestors = _forward("_models", ModelRegistry.ancestors)
+    descendants = _forward("_models", ModelRegistry.descendants)
+    lineage = _forward("_models", ModelRegistry.lineage)
+
+    # -- experiments ----------------------------------------------------------------------------
+
+    @property
+    def experiments(self) -> pl.DataFrame:
+        """The experiments table: model, image sets, hyper-parameters, metrics, test-set looks."""
+        return self._experiments.table
+
+    @property
+    def image_sets(self) -> pl.DataFrame:
+        """Image sets of experiments in long form (set_id, image_id), for joins with ``images``."""
+        return self._experiments.image_sets
+
+    record_experiment = _forward("_experiments", ExperimentLog.record)
+    evaluate = _forward("_experiments", ExperimentLog.evaluate)
+    metrics = _forward("_experiments", ExperimentLog.metrics)
+
+    # -- materialized predictions and activations -----------------------------------------------
+
+    materialize = _forward("_materializer", Materializer.materialize)
+    activations = _forward("_materializer", Materializer.activations)
+    predictions = _forward("_materializer", Materializer.predictions)
+    materialized = _forward("_materializer", Materializer.materialized)
+    layer_array = _forward("_materializer", Materializer.layer_array)
 
 
-def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a") -> Store:
-    """Open (or with ``mode="a"``, create) a store at a folder or fsspec URL.
+def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a", *, create: bool = False) -> Store:
+    """Open the store at a folder or fsspec URL; with ``create=True``, make it if it is not there.
 
-    ``mode="r"`` opens read-only; ``"a"`` reads and writes, creating the store if the place
-    is empty; ``"w-"`` creates and fails if a store is there. ``memory://name`` keeps
-    everything in this process.
+    ``mode="r"`` opens read-only, ``"a"`` reads and writes, ``"w-"`` creates a new store and
+    fails if one is there. Without ``create=True`` a missing store is an error, so that a typo
+    in a path never leaves an empty store behind. ``memory://name`` keeps everything in this process.
 
-    >>> store = open_store("memory://my-store")
+    >>> store = open_store("memory://my-store", create=True)
     >>> store.images.height
     0
+    >>> open_store("memory://my-stor")
+    Traceback (most recent call last):
+    odinlab.errors.StoreError: No odinlab store at 'memory://my-stor'. ...create=True).
     """
     if mode not in ("r", "a", "w-"):
         raise StoreError(f"Unknown mode {mode!r}; use 'r' (read), 'a' (read/write) or 'w-' (create).")
     fs = StoreFS(path_or_url, read_only=mode == "r")
+    where = str(path_or_url)
+    if fs.fs.exists(fs.root) and fs.fs.isfile(fs.root):
+        raise StoreError(f"{where!r} is a file; a store is a folder (or URL). Give the folder's path.")
     if fs.exists(MARKER):
         if mode == "w-":
-            raise StoreError(f"A store already exists at {str(path_or_url)!r}; open it with mode='a'.")
-        _check_marker(fs, path_or_url)
+            raise StoreError(f"A store already exists at {where!r}; open it with mode='a'.")
+        _check_marker(fs, where)
         return Store(fs)
-    if mode == "r":
-        raise StoreError(f"{str(path_or_url)!r} is not an odinlab store (no odinlab.json). "
-                         "Check the path, or open it with mode='a' to create one.")
+    if mode == "r" or not (create or mode == "w-"):
+        raise StoreError(f"No odinlab store at {where!r}.{_nearby_stores(fs, where)} "
+                         f"To create one: odinlab.open_store({where!r}, create=True).")
     if fs.fs.exists(fs.root) and fs.fs.isdir(fs.root) and fs.fs.ls(fs.root):
-        raise StoreError(f"{str(path_or_url)!r} is a non-empty folder that is not an odinlab store; "
+        raise StoreError(f"{where!r} is a non-empty folder that is not an odinlab store; "
                          "give an empty or new folder.")
     fs.write_bytes(MARKER, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
                                        "created_at": datetime.now(UTC).isoformat(),
@@ -176,13 +288,24 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
     return Store(fs)
 
 
-def _check_marker(fs: StoreFS, path_or_url) -> None:
+def _nearby_stores(fs: StoreFS, where: str) -> str:
+    """`` Did you mean: ...?`` for stores beside a mistyped local path."""
+    if not fs.is_local:
+        return ""
+    parent = Path(fs.root).parent
+    if not parent.is_dir():
+        return ""
+    stores = [p.name for p in parent.iterdir() if (p / MARKER[0]).is_file()]
+    return closest(Path(fs.root).name, stores)
+
+
+def _check_marker(fs: StoreFS, where: str) -> None:
     try:
         meta = json.loads(fs.read_bytes(MARKER))
     except ValueError as error:
-        raise StoreError(f"{str(path_or_url)!r} has a damaged odinlab.json: {error}") from error
+        raise StoreError(f"{where!r} has a damaged odinlab.json: {error}") from error
     if meta.get("format") != FORMAT:
-        raise StoreError(f"{str(path_or_url)!r} holds an odinlab.json that is not an odinlab store's.")
+        raise StoreError(f"{where!r} holds an odinlab.json that is not an odinlab store's.")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise StoreError(f"The store at {str(path_or_url)!r} was written by a newer odinlab "
+        raise StoreError(f"The store at {where!r} was written by a newer odinlab "
                          f"(format {meta['format_version']}); upgrade odinlab to read it.")

@@ -29,7 +29,7 @@ from odinlab.training import fit
 def digits():
     """Digits with a SmallCNN trained for a few epochs (val accuracy ~0.9), registered as cnn@1."""
     torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://attr-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://attr-{uuid.uuid4().hex}", create=True)
     store.ingest(odinlab.datasets.digits())
     net = SmallCNN(1, 10, width=8)
     fit(net, store, "train", epochs=4, progress=False)
@@ -270,7 +270,7 @@ def spurious():
     """Shapes where every image of class 0 carries a white box in its corner, and a model that uses it."""
     torch.manual_seed(0)
     data = odinlab.datasets.shapes(n=600, size=16, spurious_class=0, spurious_rate=1.0)
-    store = odinlab.open_store(f"memory://attr-shapes-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://attr-shapes-{uuid.uuid4().hex}", create=True)
     store.ingest(data)
     net = SmallCNN(3, 5, width=8)
     fit(net, store, "train", epochs=6, progress=False)
@@ -364,7 +364,7 @@ def test_images_ingested_after_a_first_call_are_attributed_too(store):
 
 
 def test_a_read_only_store_computes_in_memory_without_writing(tmp_path):
-    writable = odinlab.open_store(tmp_path / "s")
+    writable = odinlab.open_store(tmp_path / "s", create=True)
     writable.ingest(np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8),
                     labels=[0, 1, 2, 0, 1, 2], classes=["a", "b", "c"], ids=list("abcdef"))
     net = SmallCNN(1, 3, width=4)

@@ -14,7 +14,7 @@ from odinlab.training import fit
 def versions():
     """v1 trained on digits; v2 = v1 with its conv layers frozen and the head trained on."""
     torch.manual_seed(0)
-    store = odinlab.open_store("memory://compare-versions")
+    store = odinlab.open_store("memory://compare-versions", create=True)
     store.ingest(odinlab.datasets.digits())
     v1 = SmallCNN(1, 10, width=8)
     fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)

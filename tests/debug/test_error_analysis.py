@@ -14,7 +14,7 @@ def noisy():
     """Shapes with 10% planted label noise; a CNN trained on the (noisy) train split."""
     torch.manual_seed(0)
     data = odinlab.datasets.shapes(n=2000, size=16, label_noise=0.1, seed=0)
-    store = odinlab.open_store("memory://error-analysis-noisy")
+    store = odinlab.open_store("memory://error-analysis-noisy", create=True)
     store.ingest(data)
     net = SmallCNN(3, 5, width=16)
     losses = fit(net, store, "train", epochs=20, lr=3e-3, progress=False)

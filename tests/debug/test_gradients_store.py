@@ -160,7 +160,7 @@ def test_plan_picks_the_smaller_form_and_records_it(nets):
     assert GradientStore(store, conv, ["0", "5"], form="full").forms == {"0": "full", "5": "full"}
     grads.capture("train", progress=False)
     forced.capture("train", progress=False)
-    attrs = store._arrays()[odinlab.debug.gradients.gradients_path("conv@1", "5")].attrs
+    attrs = store._backend.arrays()[odinlab.debug.gradients.gradients_path("conv@1", "5")].attrs
     assert attrs["form"] == "compact" and attrs["full_bytes"] == 219 * 4
     sizes = grads.sizes()
     assert sizes.select("layer", "form", "images").rows() == [("0", "full", 20), ("5", "compact", 20)]

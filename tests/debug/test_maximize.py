@@ -33,7 +33,7 @@ def _one_thread():
 def digits(_one_thread):
     """A small CNN trained on the digits, with its conv activations materialized for every image."""
     torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://maximize-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://maximize-{uuid.uuid4().hex}", create=True)
     store.ingest(odinlab.datasets.digits())
     net = SmallCNN(1, 10, width=8)
     fit(net, store, "train", epochs=10, progress=False)
@@ -252,7 +252,7 @@ def test_fourier_parameterization_and_color_decorrelation():
 
 def test_rgb_32x32_model_with_colors_from_its_store(_one_thread):
     torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://maximize-shapes-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://maximize-shapes-{uuid.uuid4().hex}", create=True)
     store.ingest(odinlab.datasets.shapes(n=1000, size=32, seed=0))
     net = SmallCNN(3, 5, width=8)
     fit(net, store, "train", epochs=15, lr=1e-2, progress=False)

@@ -14,7 +14,7 @@ from odinlab.training import fit
 @pytest.fixture(scope="module")
 def shapes_store():
     torch.manual_seed(0)
-    store = odinlab.open_store("memory://units-shapes")
+    store = odinlab.open_store("memory://units-shapes", create=True)
     store.ingest(odinlab.datasets.shapes(n=1200, size=16, seed=1))
     net = SmallCNN(3, 5, width=8)
     fit(net, store, "train", epochs=12, lr=3e-3, progress=False)

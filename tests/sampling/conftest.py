@@ -14,7 +14,7 @@ def digits_store():
 
     Shared by the sampling tests (read-mostly: tests that write use their own ids or results)."""
     torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://sampling-{uuid.uuid4().hex}")
+    store = odinlab.open_store(f"memory://sampling-{uuid.uuid4().hex}", create=True)
     store.ingest(odinlab.datasets.digits())
     net = SmallCNN()
     fit(net, store, "train", epochs=2, progress=False)

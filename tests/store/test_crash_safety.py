@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
             print("stalled", flush=True)
             time.sleep(120)
         ingest.PixelWriter._store_batch = stalled_store
-    store = odinlab.open_store(path)
+    store = odinlab.open_store(path, create=True)
     rng = np.random.default_rng(1)
     store.ingest(rng.integers(0, 256, (50, 8, 8), dtype=np.uint8), labels=np.zeros(50, int),
                  split="train", batch_size=10)
@@ -51,14 +51,14 @@ def _kill_mid_write(path, phase):
 @pytest.mark.parametrize("phase", ["table", "pixels"])
 def test_killed_ingest_leaves_the_previous_version_readable(tmp_path, phase):
     path = tmp_path / "store"
-    store = odinlab.open_store(path)
+    store = odinlab.open_store(path, create=True)
     first = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     store.ingest(first, labels=np.ones(20, int), classes=["a", "b"], split="test")
     before = store.images
 
     _kill_mid_write(path, phase)
 
-    reopened = odinlab.open_store(path)
+    reopened = odinlab.open_store(path, create=True)
     assert reopened.images.equals(before)
     np.testing.assert_array_equal(reopened.pixels(before["image_id"])[:, 0], first)
     # The interrupted ingest can simply be run again and completes.

@@ -12,7 +12,7 @@ import odinlab
 
 
 def memory_store():
-    return odinlab.open_store(f"memory://sources-{uuid.uuid4().hex}")
+    return odinlab.open_store(f"memory://sources-{uuid.uuid4().hex}", create=True)
 
 
 def rgb(seed, size=(6, 5)):
@@ -170,7 +170,7 @@ def test_images_of_different_sizes_are_refused_naming_both_shapes(tmp_path):
     with pytest.raises(odinlab.ImageFormatError,
                        match=r"Image sizes differ: small.png is \(4, 5, 3\), big.png is \(8, 6, 3\).*size="):
         store.ingest(tmp_path / "imgs", batch_size=1)
-    assert store.images.height == 0 and "images/pixels" not in store._arrays()
+    assert store.images.height == 0 and "images/pixels" not in store._backend.arrays()
     added = store.ingest(tmp_path / "imgs", size=(7, 9))
     assert added.height == 2 and store.pixel_array.shape == (2, 3, 7, 9)
     with Image.open(tmp_path / "imgs" / "a" / "small.png") as image:
@@ -329,4 +329,4 @@ def test_dataset_failing_midway_leaves_the_store_empty():
     store = memory_store()
     with pytest.raises(IndexError):
         store.ingest(Liar(), batch_size=1)
-    assert store.images.height == 0 and "images/pixels" not in store._arrays()
+    assert store.images.height == 0 and "images/pixels" not in store._backend.arrays()

@@ -87,7 +87,8 @@ def test_spatial_summary_pools_conv_maps_to_k_by_k(digits_store):
     np.testing.assert_allclose(pooled, full.reshape(-1, 8, 2, 4, 2, 4).mean(axis=(3, 5)), rtol=1e-5, atol=1e-6)
 
 
-def test_second_call_computes_nothing_and_says_so(digits_store, capsys):
+def test_second_call_computes_nothing_and_says_so(digits_store, caplog):
+    caplog.set_level("INFO", logger="odinlab")
     store, net = digits_store
     first = store.materialize(net, LAYERS, "val", progress=False)
     assert first["computed"].to_list() == [269] * 4
@@ -95,7 +96,7 @@ def test_second_call_computes_nothing_and_says_so(digits_store, capsys):
     net.register_forward_hook(lambda *a: calls.append(1))
     again = store.materialize(net, LAYERS, "val")
     assert calls == [] and again["computed"].to_list() == [0] * 4 and again["reused"].to_list() == [269] * 4
-    assert "already materialized" in capsys.readouterr().out
+    assert "already materialized" in caplog.text
     # A new layer and one new image: each array computes only the rows it lacks.
     more = store.materialize(net, [*LAYERS, "features.conv1"], ["digits-0000", *store.select("val")["image_id"]],
                              progress=False)
@@ -111,16 +112,16 @@ def test_activations_never_materialized_are_computed_on_demand(digits_store):
     expected, _ = _reference(net, store, ids, "head.fc1")
     np.testing.assert_allclose(values, expected, rtol=1e-3, atol=1e-3)
     assert store.materialized("cnn@1").filter(pl.col("layer") == "head.fc1")["images"][0] == 5
-    unstored = store.activations("cnn@1", "head.relu", ids, model=net, store=False)
+    unstored = store.activations("cnn@1", "head.relu", ids, module=net, store=False)
     assert unstored.shape == (5, 16) and store.materialized("cnn@1").filter(pl.col("layer") == "head.relu").height == 0
 
 
 def test_without_a_module_missing_activations_are_refused_clearly(tmp_path):
-    store = odinlab.open_store(tmp_path / "s")
+    store = odinlab.open_store(tmp_path / "s", create=True)
     store.ingest(odinlab.datasets.digits())
     store.register_model(SmallCNN(1, 10, width=4), "cnn")
-    reopened = odinlab.open_store(tmp_path / "s")
-    with pytest.raises(odinlab.NotMaterializedError, match="not materialized for 270 of these 270 images; pass model="):
+    reopened = odinlab.open_store(tmp_path / "s", create=True)
+    with pytest.raises(odinlab.NotMaterializedError, match="not materialized for 270 of these 270 images; pass module="):
         reopened.activations("cnn@1", "head.fc1", "test")
     with pytest.raises(LookupError, match="the store keeps weights, not code"):
         reopened.materialize("cnn@1", ["head.fc1"])
@@ -130,7 +131,7 @@ def test_lazy_activations_are_a_dask_array_over_zarr(digits_store):
     store, net = digits_store
     store.materialize(net, ["head.fc1"], progress=False)
     lazy = store.activations("cnn@1", "head.fc1", "val", lazy=True)
-    assert type(lazy).__module__.startswith("dask")
+    assert type(lazy.data).__module__.startswith("dask")
     np.testing.assert_array_equal(lazy.compute(), store.activations("cnn@1", "head.fc1", "val"))
 
 

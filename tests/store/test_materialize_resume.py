@@ -16,7 +16,7 @@ CHILD = textwrap.dedent("""
     import odinlab
     from odinlab.nets import SmallCNN
 
-    store = odinlab.open_store(sys.argv[1])
+    store = odinlab.open_store(sys.argv[1], create=True)
     net = store.load_weights("cnn@1", SmallCNN(1, 10, width=4))
     batches = []
     def stall_after_five(module, inputs):
@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
 
 def _make_store(path):
     torch.manual_seed(0)
-    store = odinlab.open_store(path)
+    store = odinlab.open_store(path, create=True)
     store.ingest(odinlab.datasets.digits())
     net = SmallCNN(1, 10, width=4)
     store.register_model(net, "cnn")
@@ -48,7 +48,7 @@ def test_killed_materialize_resumes_missing_batches_only_with_identical_result(t
         child.kill()
         child.wait()
 
-    resumed = odinlab.open_store(tmp_path / "interrupted")
+    resumed = odinlab.open_store(tmp_path / "interrupted", create=True)
     done = resumed.materialized("cnn@1")["images"].to_list()
     assert done in ([400] * 4, [500] * 4)  # whole committed batches survived the kill, nothing torn
     report = resumed.materialize(net, LAYERS, dtype="uint8", batch_size=100, progress=False)

@@ -48,7 +48,7 @@ def test_load_weights_restores_exact_tensors_into_a_fresh_module(tiny_store):
 
 
 def test_frozen_layers_are_stored_once_by_content(tmp_path):
-    store = odinlab.open_store(tmp_path / "s")
+    store = odinlab.open_store(tmp_path / "s", create=True)
     v1_net = SmallCNN(1, 10, width=16)
     v1 = store.register_model(v1_net, "cnn", input_shape=(1, 8, 8))
     after_v1 = store.size_on_disk("weights")
@@ -70,7 +70,7 @@ def test_frozen_layers_are_stored_once_by_content(tmp_path):
 
 
 def test_weights_are_safetensors_not_pickle(tmp_path):
-    store = odinlab.open_store(tmp_path / "s")
+    store = odinlab.open_store(tmp_path / "s", create=True)
     store.register_model(nn.Linear(4, 2), "lin", input_shape=(4,))
     files = list((tmp_path / "s" / "weights").rglob("*.safetensors"))
     assert len(files) == 2
@@ -119,7 +119,7 @@ def test_model_names_cannot_escape_the_store(tiny_store, name):
 
 
 def test_model_registered_in_one_process_loads_after_reopening(tmp_path):
-    store = odinlab.open_store(tmp_path / "s")
+    store = odinlab.open_store(tmp_path / "s", create=True)
     net = SmallCNN(1, 3, width=4)
     store.register_model(net, "cnn", input_shape=(1, 8, 8), hyperparams={"lr": 0.1})
     reopened = odinlab.open_store(tmp_path / "s", mode="r")

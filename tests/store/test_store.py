@@ -7,7 +7,7 @@ from odinlab.store.fs import StoreFS, check_name
 
 
 def test_directory_store_is_created_and_reopened(tmp_path):
-    store = odinlab.open_store(tmp_path / "s")
+    store = odinlab.open_store(tmp_path / "s", create=True)
     store.ingest(np.arange(64, dtype=np.uint8).reshape(1, 8, 8), labels=[0], ids=["one"])
     assert (tmp_path / "s" / "odinlab.json").is_file()
     assert (tmp_path / "s" / "tables" / "images.parquet").is_file()
@@ -29,12 +29,12 @@ def test_opening_something_that_is_not_a_store_is_refused(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("hello")
     with pytest.raises(odinlab.StoreError, match="non-empty folder that is not an odinlab store"):
-        odinlab.open_store(tmp_path / "docs")
+        odinlab.open_store(tmp_path / "docs", create=True)
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "odinlab.json").write_text('{"format": "something-else"}')
     with pytest.raises(OSError, match="not an odinlab store"):
-        odinlab.open_store(tmp_path / "fake")
-    odinlab.open_store(tmp_path / "new")
+        odinlab.open_store(tmp_path / "fake", create=True)
+    odinlab.open_store(tmp_path / "new", create=True)
     with pytest.raises(odinlab.StoreError, match="already exists"):
         odinlab.open_store(tmp_path / "new", mode="w-")
     with pytest.raises(odinlab.StoreError, match="Unknown mode 'x'"):
@@ -45,11 +45,11 @@ def test_store_from_a_newer_odinlab_is_refused(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "odinlab.json").write_text('{"format": "odinlab-store", "format_version": 99}')
     with pytest.raises(odinlab.StoreError, match="newer odinlab"):
-        odinlab.open_store(tmp_path / "s")
+        odinlab.open_store(tmp_path / "s", create=True)
 
 
 def test_read_only_store_refuses_every_write(tmp_path):
-    odinlab.open_store(tmp_path / "s").ingest(np.zeros((1, 8, 8), np.uint8), labels=[0])
+    odinlab.open_store(tmp_path / "s", create=True).ingest(np.zeros((1, 8, 8), np.uint8), labels=[0])
     store = odinlab.open_store(tmp_path / "s", mode="r")
     from odinlab.nets import SmallCNN
     with pytest.raises(odinlab.ReadOnlyStoreError, match="read-only"):
@@ -75,9 +75,9 @@ def test_sql_joins_tables_and_metadata(tiny_store):
 
 
 def test_refresh_sees_writes_from_another_handle(tmp_path):
-    reader = odinlab.open_store(tmp_path / "s")
+    reader = odinlab.open_store(tmp_path / "s", create=True)
     assert reader.images.height == 0  # read (and cached) before the other handle writes
-    odinlab.open_store(tmp_path / "s").ingest(np.zeros((1, 8, 8), np.uint8), labels=[0])
+    odinlab.open_store(tmp_path / "s", create=True).ingest(np.zeros((1, 8, 8), np.uint8), labels=[0])
     assert reader.images.height == 0
     assert reader.refresh().images.height == 1 and reader.classes == ["0"]
 

@@ -14,15 +14,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from odinlab.debug import cache
+from odinlab.store.layout import digest
 from odinlab.debug.attribution.attributor import Attributor
 from odinlab.debug.attribution.methods import _describe
-from odinlab.errors import OdinError, listing
+from odinlab.errors import RegionError, listing
 from odinlab.store.images import ImageSelection
-
-
-class RegionError(OdinError, ValueError):
-    """A mask or box that does not fit the images."""
 
 
 # -- aggregates ---------------------------------------------------------------------------
@@ -85,7 +81,7 @@ def mean_by_confusion(attr: Attributor, images: ImageSelection = None, *, target
             "mean": (sums / np.maximum(counts, 1)[:, None, None, None]).astype(np.float32),
             "mean_abs": (sums_abs / np.maximum(counts, 1)[:, None, None, None]).astype(np.float32),
         })
-    return cache.frame(store, attr.model_id, "attribution-confusion", key, compute)
+    return store.results.table(attr.model_id, "attribution-confusion", key, compute)
 
 
 class RegionShare(NamedTuple):
@@ -154,7 +150,7 @@ def share_inside(attr: Attributor, images: ImageSelection = None, *, mask=None, 
             area[start : start + len(maps)] = inside.reshape(len(inside), -1).mean(axis=1)
         return pl.DataFrame({"image_id": selected["image_id"], "label": selected["label"],
                              "share": share, "area": area, "lift": share / area})
-    per_image = cache.frame(store, attr.model_id, "attribution-share", key, compute)
+    per_image = store.results.table(attr.model_id, "attribution-share", key, compute)
     grouped = per_image
     if by is not None:
         if by == "predicted":

@@ -18,7 +18,7 @@ from dask.utils import parse_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from odinlab.debug import cache
+from odinlab.store.layout import digest
 from odinlab.debug.attribution.batches import BatchesMixin
 from odinlab.debug.attribution.methods import (_DISTRIBUTION, _PERFORMANCE, TargetError, UnknownMethodError,
                                                _describe, _has_delta, _noise_tunnel_args, _registry,
@@ -313,7 +313,7 @@ class Attributor(BatchesMixin):
                 for _, x in self.store.batches(split, batch_size=4096):
                     total, count = total + x.sum(axis=(0, 2, 3), dtype=np.float64), count + len(x) * x[0, 0].size
                 return pl.DataFrame({"channel": np.arange(len(total)), "mean": total / count})
-            self._channel_mean = cache.frame(self.store, self.model_id, "channel-mean", params, compute)["mean"] \
+            self._channel_mean = self.store.results.table(self.model_id, "channel-mean", params, compute)["mean"] \
                 .to_numpy().astype(np.float32)
         return self._channel_mean
 
@@ -354,11 +354,11 @@ class Attributor(BatchesMixin):
         """The (maps, aux) arrays for ``key``; opened once per store and session (opening a Zarr
         array reads its metadata, which would cost more than reading a few hundred maps)."""
         opened = _OPENED.setdefault(self.store, {})
-        digest = (self.model_id, cache.digest(key))
+        digest = (self.model_id, digest(key))
         pair = opened.get(digest)
         if pair is None or (len(rows) and rows[-1] >= pair[0].values.shape[0]):  # new images: grow
-            pair = (cache.row_array(self.store, self.model_id, "attribution", key, self.shape, "float16"),
-                    cache.row_array(self.store, self.model_id, "attribution-aux", key, (2,), "float32"))
+            pair = (self.store.results.rows(self.model_id, "attribution", key, self.shape, "float16"),
+                    self.store.results.rows(self.model_id, "attribution-aux", key, (2,), "float32"))
             # RowArray.open_or_create grows an existing array through fresh handles but returns the
             # ones it opened before, whose shapes are stale: open them again after a growth.
             pair = tuple(RowArray(a.group) if len(rows) and rows[-1] >= a.values.shape[0] else a for a in pair)

@@ -15,15 +15,7 @@ import re
 import numpy as np
 import torch
 
-from odinlab.errors import OdinError, closest, listing
-
-
-class UnknownMethodError(OdinError, ValueError):
-    """An attribution method that Captum does not have, or that cannot explain a class."""
-
-
-class TargetError(OdinError, ValueError):
-    """A target that is not 'label', 'prediction', a class index or a class name."""
+from odinlab.errors import TargetError, UnknownMethodError, closest, listing
 
 
 # -- the methods --------------------------------------------------------------------------

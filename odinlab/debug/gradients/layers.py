@@ -19,14 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from odinlab.errors import OdinError, listing
+from odinlab.errors import UnsupportedLayerError, listing
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
-
-
-class UnsupportedLayerError(OdinError, TypeError):
-    """A layer whose per-sample gradient odinlab cannot keep in compact form (not Linear/Conv2d,
-    a grouped convolution, a layer called twice per forward...)."""
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,12 @@ import torch
 
 from odinlab.debug.gradients.kernels import Grads
 from odinlab.debug.gradients.layers import LayerSpec
-from odinlab.errors import OdinError
+from odinlab.errors import QueryShapeError
 
 READ_BYTES = 256 << 20  # gradients of one block of rows read from the store at once
 
 # One term of a sum: (weight, gradients of the first set, reader of the second set's rows).
 Term = tuple[float, Grads, Callable[[np.ndarray], Grads]]
-
-
-class QueryShapeError(OdinError, ValueError):
-    """A dense query gradient whose shape is not the layer's weight (or bias) shape."""
 
 
 def block_rows(spec: LayerSpec, form: str, itemsize: int) -> int:

@@ -13,13 +13,9 @@ import numpy as np
 import polars as pl
 
 from odinlab.debug.gradients.layers import LayerSpec
-from odinlab.errors import OdinError
+from odinlab.errors import FormError
 
 FORMS = ("auto", "compact", "full")
-
-
-class FormError(OdinError, ValueError):
-    """A storage form that is not 'auto', 'compact' or 'full'."""
 
 
 def choose_forms(specs: dict[str, LayerSpec], form: str | dict = "auto") -> dict[str, str]:

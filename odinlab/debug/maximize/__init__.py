@@ -24,7 +24,6 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from odinlab.debug import cache
 from odinlab.debug.maximize import objectives, param, render, results, transforms
 from odinlab.debug.maximize.errors import (
     TransformError,
@@ -102,7 +101,7 @@ class Maximizer:
                 self._stats = param.ColorStats(np.full(channels, 0.5), np.zeros(channels), np.ones(channels),
                                                np.eye(channels))
             else:
-                frame = cache.frame(self.store, self.model_id, "maximize-color", self._color_key(),
+                frame = self.store.results.table(self.model_id, "maximize-color", self._color_key(),
                                     lambda: param.color_stats(self.store, self.color_sample).to_frame())
                 self._stats = param.ColorStats.from_frame(frame)
         return self._stats

@@ -1,17 +1,7 @@
-"""Errors of activation maximization (the rest come from :mod:`odinlab.errors`)."""
+"""Errors of activation maximization, kept importable here; they live in :mod:`odinlab.errors`."""
 
-from __future__ import annotations
+from odinlab.errors import TransformError, UnknownObjectiveError, UnknownUnitError
 
-from odinlab.errors import OdinError
+UnitOutOfRangeError = UnknownUnitError  # one name per idea: a unit outside the output
 
-
-class UnknownObjectiveError(OdinError, ValueError):
-    """An objective name that activation maximization does not know."""
-
-
-class UnitOutOfRangeError(OdinError, IndexError):
-    """A unit (class, channel or neuron) outside the layer's or the model's output."""
-
-
-class TransformError(OdinError, ValueError):
-    """A transformation setting that cannot be used (unknown name, bad range)."""
+__all__ = ["TransformError", "UnitOutOfRangeError", "UnknownObjectiveError", "UnknownUnitError"]

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import polars as pl
 
-from odinlab.debug import cache
+from odinlab.store.layout import digest
 from odinlab.store.arrays import COMPRESSOR
 from odinlab.store.fs import check_name
 
@@ -22,7 +22,7 @@ KIND = "maximize"
 
 def _path(store, model_id: str, params: dict) -> str:
     name, version = store.resolve_model(model_id).rsplit("@", 1)
-    return f"models/{check_name(name)}/v{int(version)}/debug/{KIND}/{cache.digest(params)}"
+    return f"models/{check_name(name)}/v{int(version)}/debug/{KIND}/{digest(params)}"
 
 
 def load(store, model_id: str, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
