@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["info", "memory://no-store-here"])
     2
     """
+    from odinlab import __version__
+
     parser = argparse.ArgumentParser(prog="odinlab", description="Debug image classifiers with a store that remembers.")
+    parser.add_argument("--version", action="version", version=f"odinlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="build a demo store from scikit-learn's digits and summarize it")
     demo.add_argument("--store", default="odinlab-demo-store", help="folder of the demo store (replaced if it holds one)")

@@ -42,7 +42,7 @@ def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinl
     store.record_experiment(v1_id, train_images="train", metrics={"loss": losses[-1]})
 
     # v2 is fine-tuned from v1 with the conv layers frozen: those tensors are stored once.
-    v2 = store.load_weights(v1_id, SmallCNN(in_channels=1, num_classes=10, width=V2_HYPERPARAMS["width"]))
+    v2 = store.load_weights(SmallCNN(in_channels=1, num_classes=10, width=V2_HYPERPARAMS["width"]), v1_id)
     v2.features.requires_grad_(False)
     losses = fit(v2, store, "train", epochs=V2_HYPERPARAMS["epochs"], lr=V2_HYPERPARAMS["lr"],
                  weight_decay=V2_HYPERPARAMS["weight_decay"], seed=1)
@@ -86,7 +86,8 @@ def _print_summary(store, results, caught, seconds, echo) -> None:
          + ", ".join(f"{m}: {n}" for m, n in wrong.iter_rows()))
     for warning in caught:
         if issubclass(warning.category, TestSetReuseWarning):
-            echo(f"\nTest-set guard: {warning.message}")
+            echo("\nTest-set guard (the demo triggers it on purpose, to show it: v2 was tuned with other "
+                 f"hyper-parameters and then evaluated on the test split again):\n{warning.message}")
     summary = store.summary()
     echo(f"\nStore: {summary['images']} images {summary['splits']}, {len(summary['models'])} model "
          f"versions, {summary['experiments']} experiments, {summary['bytes_on_disk'] / 1e6:.2f} MB on disk")

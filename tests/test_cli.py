@@ -44,3 +44,13 @@ def test_info_prints_a_summary(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 1797 and summary["models"] == ["digits-cnn@1", "digits-cnn@2"]
     assert main(["info", str(tmp_path / "nothing")]) == 2
+
+
+def test_version_is_printed(capsys):
+    import odinlab
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"odinlab {odinlab.__version__}"
+    assert odinlab.__version__[0].isdigit()

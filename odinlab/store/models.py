@@ -81,7 +81,7 @@ class ModelRegistry:
             "hyperparams": json.dumps(hyperparams or {}, sort_keys=True, default=str),
             "description": description,
         }], schema=self.table.schema))
-        self._modules[model_id] = module
+        self._attach(model_id, module)
         return model_id
 
     def record(self, model: ModelRef) -> ModelRecord:
@@ -94,7 +94,7 @@ class ModelRegistry:
         """
         if isinstance(model, nn.Module):
             model_id = self.model_id_of(model)
-            self._modules[model_id] = model
+            self._attach(model_id, model)
         else:
             model_id = model.model_id if isinstance(model, ModelRecord) else self.resolve(model)
         rows = self.table.filter(pl.col("model_id") == model_id)
@@ -194,7 +194,7 @@ class ModelRegistry:
                 f"{listing(sorted(problems), 5)}). Build the same architecture that was registered."
             )
         module.load_state_dict(self.state_dict(record))
-        self._modules[record.model_id] = module
+        self._attach(record.model_id, module)
         return module
 
     def architecture(self, model: ModelRef) -> pl.DataFrame:
@@ -224,7 +224,7 @@ class ModelRegistry:
         ['head.fc1']
         >>> store.check_layers("cnn@1", "head.fc3")
         Traceback (most recent call last):
-        odinlab.errors.UnknownLayerError: Unknown layer 'head.fc3' of cnn@1. Did you mean: head.fc1, head.fc2? ...
+        odinlab.errors.UnknownLayerError: Unknown layer 'head.fc3' of cnn@1. Did you mean: head.fc2, head.fc1, head? ...
         """
         layers = [layers] if isinstance(layers, str) else list(layers)
         model_id = self.record(model).model_id
@@ -293,6 +293,13 @@ class ModelRegistry:
         self._modules.clear()
 
     # -- internals -------------------------------------------------------------------------
+
+    def _attach(self, model_id: str, module: nn.Module) -> None:
+        # A module loaded from v1, fine-tuned and registered as v2 no longer holds v1's weights:
+        # it stays attached to the version it was last registered or loaded as, only.
+        for stale in [k for k, held in self._modules.items() if held is module]:
+            del self._modules[stale]
+        self._modules[model_id] = module
 
     def _ancestor_ids(self, model_id: str) -> list[str]:
         parents = dict(self.table.select("model_id", "parent").iter_rows())

@@ -25,9 +25,9 @@ class Selection:
 
     >>> test = store.select("test")
     >>> len(test), test.ids[:2]
-    (270, ['digits-1527', 'digits-1528'])
+    (270, ['digits-0002', 'digits-0039'])
     >>> len(test[:10]), len(test[test.labels == 3])
-    (10, 27)
+    (10, 28)
     """
 
     __slots__ = ("_frame", "_rows", "store_url", "description")
@@ -80,7 +80,7 @@ class Selection:
         """The images of this selection where ``mask`` holds (a boolean array or expression).
 
         >>> len(store.select("test").where(pl.col("label") == 3))
-        27
+        28
         """
         if isinstance(mask, pl.Expr):
             mask = self._frame.select(mask.fill_null(False)).to_series()

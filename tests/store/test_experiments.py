@@ -2,6 +2,7 @@ import json
 import warnings
 
 import numpy as np
+import polars as pl
 import pytest
 
 import odinlab
@@ -28,14 +29,20 @@ def test_evaluate_records_metrics_that_match_a_direct_computation(trained):
     y = store.select("val")["label"].to_numpy()
     expected = classification_metrics(y, logits.argmax(1).numpy(), 3)
     loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(y)))
-    assert result["model_id"] == model_id and result["n"] == 20
-    assert result["accuracy"] == pytest.approx(expected["accuracy"])
-    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert result.height == 1 and result["model_id"][0] == model_id and result["n_test"][0] == 20
+    assert result["accuracy"][0] == pytest.approx(expected["accuracy"])
+    assert result["loss"][0] == pytest.approx(loss, rel=1e-5)
     row = store.experiments.row(0, named=True)
+    assert result.row(0, named=True) == row  # evaluate returns the row it recorded
     assert row["kind"] == "eval" and row["n_test"] == 20 and row["test_splits"] == ["val"]
     assert row["confusion"] == expected["confusion"] and row["f1"] == pytest.approx(expected["f1"])
     assert json.loads(row["hyperparams"]) == {"lr": 0.01, "epochs": 3}
     assert row["test_look"] is None
+    long = store.metrics(row["experiment_id"])
+    recall = long.filter(pl.col("metric") == "recall").sort("class")
+    assert recall["value"].to_list() == pytest.approx(expected["recall"])
+    assert recall["class_name"].to_list() == ["a", "b", "c"]
+    assert long.filter(pl.col("metric") == "accuracy")["value"][0] == pytest.approx(expected["accuracy"])
 
 
 def test_per_class_metrics_on_a_known_confusion():
@@ -71,10 +78,10 @@ def test_test_split_looks_are_counted_per_lineage_and_reuse_after_tuning_warns(t
     v2 = store.register_model(SmallCNN(1, 3, width=4), "cnn", parent=v1, hyperparams={"lr": 0.001, "epochs": 3})
     other = store.register_model(SmallCNN(1, 3, width=4), "other", hyperparams={"lr": 0.5})
     with pytest.warns(odinlab.TestSetReuseWarning, match=r"looked at 2 time\(s\).*cnn@1.*lr.*0\.001"):
-        store.evaluate(store.load_weights(v2, SmallCNN(1, 3, width=4)), "test", model_id=v2)
+        store.evaluate(store.load_weights(SmallCNN(1, 3, width=4), v2), "test", model_id=v2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # another lineage has its own count
-        store.evaluate(store.load_weights(other, SmallCNN(1, 3, width=4)), "test", model_id=other)
+        store.evaluate(store.load_weights(SmallCNN(1, 3, width=4), other), "test", model_id=other)
     table = store.experiments.select("model_id", "test_look", "test_reuse").rows()
     assert table == [("cnn@1", 1, False), ("cnn@1", 2, False), ("cnn@1", None, None),
                      ("cnn@2", 3, True), ("other@1", 1, False)]

@@ -17,7 +17,7 @@ CHILD = textwrap.dedent("""
     from odinlab.nets import SmallCNN
 
     store = odinlab.open_store(sys.argv[1], create=True)
-    net = store.load_weights("cnn@1", SmallCNN(1, 10, width=4))
+    net = store.load_weights(SmallCNN(1, 10, width=4), "cnn@1")
     batches = []
     def stall_after_five(module, inputs):
         batches.append(1)

@@ -40,7 +40,7 @@ def test_architecture_lists_every_named_layer_with_output_shape_and_params(tiny_
 def test_load_weights_restores_exact_tensors_into_a_fresh_module(tiny_store):
     trained = SmallCNN(1, 3, width=4)
     model_id = tiny_store.register_model(trained, "cnn")
-    restored = tiny_store.load_weights(model_id, SmallCNN(1, 3, width=4))
+    restored = tiny_store.load_weights(SmallCNN(1, 3, width=4), model_id)
     for key, value in trained.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value)
     x = torch.rand(5, 1, 8, 8)
@@ -52,7 +52,7 @@ def test_frozen_layers_are_stored_once_by_content(tmp_path):
     v1_net = SmallCNN(1, 10, width=16)
     v1 = store.register_model(v1_net, "cnn", input_shape=(1, 8, 8))
     after_v1 = store.size_on_disk("weights")
-    v2_net = store.load_weights(v1, SmallCNN(1, 10, width=16))
+    v2_net = store.load_weights(SmallCNN(1, 10, width=16), v1)
     v2_net.features.requires_grad_(False)
     with torch.no_grad():  # "fine-tune" only the head
         for p in v2_net.head.parameters():
@@ -101,7 +101,7 @@ def test_unknown_model_lists_models_and_closest_match(tiny_store):
 def test_load_weights_into_a_different_architecture_is_refused(tiny_store):
     model_id = tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn")
     with pytest.raises(odinlab.WeightsMismatchError, match=r"features\.conv1\.weight: stored \(4, 1, 3, 3\), module \(8, 1, 3, 3\)"):
-        tiny_store.load_weights(model_id, SmallCNN(1, 3, width=8))
+        tiny_store.load_weights(SmallCNN(1, 3, width=8), model_id)
 
 
 def test_input_shape_mismatch_is_refused_with_both_shapes(tiny_store):
@@ -124,5 +124,5 @@ def test_model_registered_in_one_process_loads_after_reopening(tmp_path):
     store.register_model(net, "cnn", input_shape=(1, 8, 8), hyperparams={"lr": 0.1})
     reopened = odinlab.open_store(tmp_path / "s", mode="r")
     assert json.loads(reopened.models["hyperparams"][0]) == {"lr": 0.1}
-    restored = reopened.load_weights("cnn", SmallCNN(1, 3, width=4))
+    restored = reopened.load_weights(SmallCNN(1, 3, width=4), "cnn")
     assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), net.state_dict().values()))

@@ -57,8 +57,8 @@ def rows_of(ids):
 def test_select_all_returns_every_image_without_internal_columns(store):
     table = store.select()
     assert table["image_id"].to_list() == IDS
-    assert "_row" not in table.columns
-    assert table.columns == ["image_id", "split", "label", "label_name", "age"]
+    assert "_row" not in table.frame.columns
+    assert table.frame.columns == ["image_id", "split", "label", "label_name", "age"]
     np.testing.assert_array_equal(store.pixels()[:, 0], np.stack(
         [store.pixels([i])[0, 0] for i in IDS]))
 

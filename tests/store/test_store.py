@@ -24,7 +24,7 @@ def test_memory_store_is_shared_within_the_process():
 
 
 def test_opening_something_that_is_not_a_store_is_refused(tmp_path):
-    with pytest.raises(odinlab.StoreError, match="is not an odinlab store"):
+    with pytest.raises(odinlab.StoreError, match="No odinlab store at"):
         odinlab.open_store(tmp_path / "missing", mode="r")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("hello")
