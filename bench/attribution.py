@@ -84,7 +84,7 @@ def main() -> None:
                     ids, target="label", batch_size=args.batch_size, progress=False)
             for key, value in results.items():
                 times[key].append(value)
-        deltas = Attributor(store, model_id, n_steps=args.steps).deltas(ids, progress=False)
+        deltas = Attributor(store, model_id, n_steps=args.steps).deltas(ids, target="label", progress=False)
 
     captum_s, first_s, cached_s, session_s = (float(np.median(times[k]))
                                               for k in ("captum", "first", "cached", "new_session"))

@@ -60,7 +60,7 @@ def main(argv=None):
     sizes = sorted(int(s) for s in args.sizes.split(","))
     workdir = tempfile.mkdtemp(prefix="odinlab-bench-embedding-", dir=args.workdir)
     try:
-        store = odinlab.open_store(os.path.join(workdir, "store"))
+        store = odinlab.open_store(os.path.join(workdir, "store"), create=True)
         images, labels = clustered_images(max(sizes))
         store.ingest(images, labels=labels, classes=[str(i) for i in range(10)],
                      ids=[f"img-{i:06d}" for i in range(len(images))])

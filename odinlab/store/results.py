@@ -43,6 +43,16 @@ class ResultCache:
         attrs = (("kind", kind), ("params", json.dumps(params, default=str)))
         return self.row_array(model, "debug", kind, digest(params), shape=shape, dtype=dtype, attrs=attrs)
 
+    def find_rows(self, model: ModelRef, kind: str, params: dict) -> RowArray | None:
+        """The per-image result array for (model, kind, params) if stored, else None.
+
+        Never creates anything, so it works on a read-only store.
+
+        >>> store.results.find_rows("cnn@1", "saliency", {"target": "never"}) is None
+        True
+        """
+        return self.find_row_array(model, "debug", kind, digest(params))
+
     def table(self, model: ModelRef, kind: str, params: dict,
               compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
         """The table result for (model, kind, params): read if stored, else computed and stored.

@@ -1,5 +1,7 @@
 """GradientStore: capture into the store, and every operator against torch.func per-sample gradients."""
 
+import logging
+
 import numpy as np
 import polars as pl
 import pytest
@@ -7,19 +9,18 @@ import torch
 from test_gradients_kernels import conv_net, linear_net, reference
 
 import odinlab
-from odinlab.debug.gradients import (
-    FormError,
-    GradientStore,
-    QueryShapeError,
-    UnsupportedLayerError,
-)
+from odinlab.debug.gradients import GradientStore
 from odinlab.errors import (
+    FormError,
     LabelError,
     NotMaterializedError,
     OdinError,
+    OptionError,
+    QueryShapeError,
+    TargetError,
     UnknownLayerError,
+    UnsupportedLayerError,
 )
-from odinlab.store.pixels import to_model_input
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
@@ -32,38 +33,44 @@ def nets(tiny_store):
     lin, conv = linear_net(), conv_net()
     tiny_store.register_model(lin, "lin", hyperparams={"lr": 0.5})
     tiny_store.register_model(conv, "conv")
-    return tiny_store, lin, conv  # the store keeps modules weakly: hold them here
+    return tiny_store, lin, conv
 
 
 def ref_grads(store, model, images, target=None):
     """{layer: (n, params)} from torch.func, for the store's pixels and labels of ``images``."""
-    table = store.select(images)
+    selection = store.select(images)
     param = next(model.parameters())
-    x = torch.from_numpy(to_model_input(store.pixels(table["image_id"]))).to(param.dtype)
-    y = torch.as_tensor(table["label"].to_numpy().copy() if target is None else np.full(table.height, target))
+    x = torch.from_numpy(store.model_input(selection)).to(param.dtype)
+    y = torch.as_tensor(selection.labels if target is None else np.full(len(selection), target))
     return reference(model, x, y)
+
+
+def as_float64(store, model, model_id):
+    """The module in float64, attached to its version (its weights' digest no longer matches)."""
+    return store.load_weights(model.double(), model_id)
 
 
 def matrix_close(got, want, tol):
     want = np.asarray(want, dtype=np.float64)
-    assert np.abs(np.asarray(got) - want).max() <= tol * np.abs(want).max(), np.abs(got - want).max()
+    got = np.asarray(got)
+    assert np.abs(got - want).max() <= tol * np.abs(want).max(), np.abs(got - want).max()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("form", ["auto", "compact", "full"])
 def test_restore_matches_torch_func(nets, form, dtype):
     store, _, conv = nets
-    conv = conv.double() if dtype == "float64" else conv
-    grads = GradientStore(store, conv, CONV_LAYERS, form, dtype=dtype, model_id="conv@1")
+    conv = as_float64(store, conv, "conv@1") if dtype == "float64" else conv
+    grads = GradientStore(store, "conv@1", CONV_LAYERS, form=form, dtype=dtype)
     report = grads.capture("train", batch_size=8, progress=False)
     assert report["computed"].to_list() == [20, 20, 20]
     ref = ref_grads(store, conv, "train")
     tol = 1e-10 if dtype == "float64" else 1e-5
     for layer in CONV_LAYERS:
-        restored = grads.restore("train", layer)
+        restored = grads.restore(layer, "train")
         flat = torch.cat([v.reshape(20, -1) for v in restored.values()], dim=1)
         matrix_close(flat.double().numpy(), ref[layer].double().numpy(), tol)
-        one = grads.restore("img-03", layer)
+        one = grads.restore(layer, "img-03")
         assert one["weight"].shape == dict(conv.named_modules())[layer].weight.shape
 
 
@@ -71,8 +78,8 @@ def test_restore_matches_torch_func(nets, form, dtype):
 def test_norms_similarity_cosine(nets, dtype):
     store, lin, conv = nets
     for model, layers, mid in ((lin, ["1", "3"], "lin@1"), (conv, CONV_LAYERS, "conv@1")):
-        model = model.double() if dtype == "float64" else model
-        grads = GradientStore(store, model, layers, dtype=dtype, model_id=mid)
+        model = as_float64(store, model, mid) if dtype == "float64" else model
+        grads = GradientStore(store, mid, layers, dtype=dtype)
         grads.capture([f"img-{i:02d}" for i in range(40)], progress=False)
         tol = 1e-10 if dtype == "float64" else 1e-5
         a = torch.cat(list(ref_grads(store, model, "train").values()), dim=1).double().numpy()
@@ -95,11 +102,12 @@ def test_most_similar_is_identical_to_torch_func_ranking(nets):
     cos = (a @ b.T) / np.linalg.norm(a, axis=1)[:, None] / np.linalg.norm(b, axis=1)[None, :]
     train_ids = store.select("train")["image_id"].to_numpy()
     want = train_ids[np.argsort(-cos, axis=1, kind="stable")[:, :5]].ravel().tolist()
-    assert top["image_id"].to_list() == want
-    assert top.columns == ["query_id", "rank", "image_id", "score"]
+    assert top["image_id_b"].to_list() == want
+    assert top["image_id_a"].to_list() == [i for i in store.select("val").ids for _ in range(5)]
+    assert top.columns == ["image_id_a", "image_id_b", "rank", "score"]
     dots = grads.most_similar("val", "train", k=3, cosine=False)
     want = train_ids[np.argsort(-(a @ b.T), axis=1, kind="stable")[:, :3]].ravel().tolist()
-    assert dots["image_id"].to_list() == want
+    assert dots["image_id_b"].to_list() == want
 
 
 def test_influence_sums_checkpoints_of_a_lineage(nets):
@@ -142,9 +150,9 @@ def test_dense_query(nets):
                for l in CONV_LAYERS)
     matrix_close(grads.scores(query, "train"), want, 1e-5)
     # A restored gradient as the query: its best match is itself, with cosine 1.
-    restored = {l: grads.restore("img-07", l) for l in CONV_LAYERS}
+    restored = {l: grads.restore(l, "img-07") for l in CONV_LAYERS}
     top = grads.most_similar(restored, "train", k=1)
-    assert top.row(0)[:3] == ("query", 1, "img-07") and abs(top["score"][0] - 1) < 1e-5
+    assert top.row(0)[:3] == ("query", "img-07", 1) and abs(top["score"][0] - 1) < 1e-5
 
 
 def test_plan_picks_the_smaller_form_and_records_it(nets):
@@ -160,7 +168,7 @@ def test_plan_picks_the_smaller_form_and_records_it(nets):
     assert GradientStore(store, conv, ["0", "5"], form="full").forms == {"0": "full", "5": "full"}
     grads.capture("train", progress=False)
     forced.capture("train", progress=False)
-    attrs = store._backend.arrays()[odinlab.debug.gradients.gradients_path("conv@1", "5")].attrs
+    attrs = store.results.group("conv@1", "gradients", "5").attrs
     assert attrs["form"] == "compact" and attrs["full_bytes"] == 219 * 4
     sizes = grads.sizes()
     assert sizes.select("layer", "form", "images").rows() == [("0", "full", 20), ("5", "compact", 20)]
@@ -169,7 +177,7 @@ def test_plan_picks_the_smaller_form_and_records_it(nets):
     assert both["full_over_compact"] == both["full_disk_bytes"] / both["compact_disk_bytes"]
 
 
-def test_resume_computes_only_missing_rows(nets, capsys):
+def test_resume_computes_only_missing_rows(nets, caplog):
     store, lin, _ = nets
     grads = GradientStore(store, lin, ["1", "3"])
     first = grads.capture([f"img-{i:02d}" for i in range(10)], batch_size=4, progress=False)
@@ -180,11 +188,12 @@ def test_resume_computes_only_missing_rows(nets, capsys):
         second = grads.capture("train", batch_size=4, progress=False)
         assert second.select("computed", "reused").rows() == [(10, 10), (10, 10)]
         n_calls = len(calls)
-        third = grads.capture("train", batch_size=4)
+        with caplog.at_level(logging.INFO, logger="odinlab.debug.gradients"):
+            third = grads.capture("train", batch_size=4)
         assert third["computed"].to_list() == [0, 0] and len(calls) == n_calls  # no forward at all
     finally:
         handle.remove()
-    assert "nothing computed" in capsys.readouterr().out
+    assert "nothing computed" in caplog.text
     # A new layer later: only its arrays are filled.
     more = GradientStore(store, lin, ["3", "1"]).capture("train", progress=False)
     assert more["computed"].to_list() == [0, 0]
@@ -215,7 +224,7 @@ def test_bad_input_gets_clear_errors(nets):
     assert issubclass(UnsupportedLayerError, OdinError) and issubclass(UnsupportedLayerError, TypeError)
     with pytest.raises(FormError, match="Unknown form 'small' for 1"):
         GradientStore(store, lin, ["1"], form="small")
-    with pytest.raises(ValueError, match="Unknown dtype 'float16'"):
+    with pytest.raises(OptionError, match="Unknown dtype 'float16'"):
         GradientStore(store, lin, ["1"], dtype="float16")
     store.ingest(np.zeros((2, 8, 8), np.uint8) + np.array([1, 2], np.uint8)[:, None, None],
                  split="unlabeled", ids=["u-0", "u-1"])
@@ -227,7 +236,88 @@ def test_bad_input_gets_clear_errors(nets):
         grads.similarity("train", layers=["3"])
     with pytest.raises(QueryShapeError, match=r"has shape \(3, 16\); the layer's weight has shape \(16, 64\)"):
         grads.scores({"1": torch.zeros(3, 16)}, ["img-00"])
-    with pytest.raises(LabelError, match="Unknown target 'zebra'"):
+    with pytest.raises(TargetError, match="Unknown target 'zebra'"):
         grads.influence(["img-00"], ["img-01"], target="zebra")
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(TargetError, match="target has 2 values for 1 test images"):
+        grads.influence(["img-00"], ["img-01"], target=[0, 1])
+    with pytest.raises(OptionError, match="k must be a positive int"):
         grads.most_similar("img-00", "train", k=0)
+    with pytest.raises(OptionError, match="batch_size must be a positive int"):
+        grads.capture("train", batch_size=0)
+    with pytest.raises(OptionError, match="lr has no value for checkpoint lin@1"):
+        grads.influence(["img-00"], ["img-01"], lr={"lin@9": 1.0})
+
+
+def test_results_carry_image_ids_in_order(nets):
+    store, lin, _ = nets
+    grads = GradientStore(store, lin, ["1", "3"])
+    order = ["img-05", "img-02", "img-41", "img-05"]  # any order, repeats kept
+    norms = grads.norms(order)
+    assert norms.dims == ("image_id",) and norms.image_id.values.tolist() == order
+    one_by_one = [float(grads.norms([i]).values[0]) for i in order]
+    assert np.asarray(norms).tolist() == one_by_one
+    assert float(norms.sel(image_id="img-41")) == one_by_one[2]
+    sim = grads.similarity(order[:3], ["img-44", "img-40"])
+    assert sim.dims == ("image_id_a", "image_id_b") and sim.shape == (3, 2)
+    assert sim.image_id_a.values.tolist() == order[:3] and sim.image_id_b.values.tolist() == ["img-44", "img-40"]
+    assert float(sim.sel(image_id_a="img-02", image_id_b="img-40")) == float(grads.similarity("img-02", "img-40")[0, 0])
+    influence = grads.influence(["img-41", "img-40"], order[:3])
+    assert influence.dims == ("image_id_a", "image_id_b")
+    assert influence.image_id_a.values.tolist() == ["img-41", "img-40"]
+    assert influence.image_id_b.values.tolist() == order[:3]
+    query = {"3": torch.ones(3, 16)}
+    scores = grads.scores(query, order)
+    assert scores.image_id.values.tolist() == order and scores.values[0] == scores.values[3]
+    top = grads.most_similar(["img-41", "img-40"], order[:3], k=2)
+    assert top["image_id_a"].to_list() == ["img-41", "img-41", "img-40", "img-40"]
+    assert set(top["image_id_b"]) <= set(order[:3]) and top["rank"].to_list() == [1, 2, 1, 2]
+    assert odinlab.store.labelled.to_frame(norms).columns == ["image_id", "gradient_norm"]
+
+
+def test_every_selection_form_gives_the_same_norms(nets):
+    store, lin, _ = nets
+    grads = GradientStore(store, lin, ["1", "3"])
+    want = grads.norms("val")
+    ids = store.select("val").ids
+    forms = [ids, "SELECT image_id FROM images WHERE split = 'val'", store.select("val"),
+             pl.col("split") == "val", pl.Series("image_id", ids), pl.DataFrame({"image_id": ids})]
+    for images in forms:
+        got = grads.norms(images)
+        assert got.image_id.values.tolist() == ids, images
+        assert np.array_equal(got.values, want.values), images
+    empty = grads.norms(store.select("val")[:0])
+    assert empty.shape == (0,) and grads.similarity(store.select("val")[:0], "val").shape == (0, 20)
+
+
+def test_influence_against_the_prediction(nets):
+    store, lin, _ = nets
+    grads = GradientStore(store, lin, ["1", "3"])
+    test = store.select("test")[:4]
+    with torch.no_grad():
+        predicted = lin.eval()(torch.from_numpy(store.model_input(test))).argmax(1).numpy()
+    got = grads.influence(test, "train", target="prediction")
+    assert np.array_equal(got.values, grads.influence(test, "train", target=predicted.tolist()).values)
+    ref_test = reference(lin, torch.from_numpy(store.model_input(test)), torch.as_tensor(predicted))
+    ref_train = ref_grads(store, lin, "train")
+    want = sum(ref_test[l].double().numpy() @ ref_train[l].double().numpy().T for l in ("1", "3"))
+    matrix_close(got, 0.5 * want, 1e-5)  # lin@1's hyperparams give lr 0.5
+
+
+def test_restore_in_the_old_order_still_works(nets):
+    store, lin, _ = nets
+    grads = GradientStore(store, lin, ["3"])
+    new = grads.restore("3", "img-01")
+    with pytest.warns(DeprecationWarning, match=r"restore\(layer, images\)"):
+        old = grads.restore("img-01", "3")
+    assert all(torch.equal(new[k], old[k]) for k in new)
+
+
+def test_a_read_only_store_reads_what_was_captured(nets):
+    store, _, conv = nets
+    grads = GradientStore(store, conv, CONV_LAYERS)
+    grads.capture("val", progress=False)
+    readonly = odinlab.open_store(store.url, mode="r")
+    again = GradientStore(readonly, "conv@1", CONV_LAYERS)
+    assert np.array_equal(again.norms("val").values, grads.norms("val").values)
+    with pytest.raises(odinlab.errors.ReadOnlyStoreError):
+        again.capture("train", progress=False)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from odinlab.debug.attribution.methods import _DISTRIBUTION, UnknownMethodError, _use_summed_gradients
-from odinlab.store.pixels import to_model_input
+from odinlab.debug.attribution.methods import _DISTRIBUTION, _use_summed_gradients
+from odinlab.errors import UnknownMethodError
+from odinlab.store.selection import Selection
+from odinlab.torch_helpers import evaluating, first_tensor, module_device
 
 # Activation bytes of one forward pass on the CPU. Measured with Integrated Gradients on 2 cores:
 # passes holding 8-32 MiB ran fastest (digits 0.73 ms/image at 16 MiB, 1.66 at 256 MiB; 32×32
@@ -37,24 +39,25 @@ class BatchesMixin:
             self._explainers.append(NoiseTunnel(explainer) if self.noise_tunnel else explainer)
         return self._explainers[worker]
 
-    def _device(self) -> torch.device:
-        return next(self.module.parameters(), torch.empty(0)).device
+    def _input(self, batch: Selection) -> torch.Tensor:
+        """The model input of a batch of images, on the module's device."""
+        return torch.from_numpy(self.store.model_input(batch)).to(module_device(self.module))
 
-    def _attribute_batch(self, rows: np.ndarray, target, base) -> tuple[np.ndarray, np.ndarray]:
-        """Maps (B, *shape) float32 and deltas (B,) (NaN without one) for sorted pixel rows.
+    def _attribute_batch(self, batch: Selection, target, base) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (B, *shape) float32 and deltas (B,) (NaN without one) for a batch of images.
 
         Captum is called on groups of images, and its internal batches are sized, so that one
         forward pass holds about :data:`CPU_WORKING_SET` bytes of activations on the CPU (bigger
         batches run slower there: they fall out of the caches) or ``memory_budget`` on a GPU.
         On the CPU, methods that are safe to run concurrently get one thread per core.
         """
-        device = self._device()
-        x = torch.from_numpy(to_model_input(self.store._read_rows(rows))).to(device)
-        n = len(rows)
+        device = module_device(self.module)
+        x = self._input(batch)
+        n = len(batch)
         if target == "label":
-            targets = torch.tensor(self.store._labels_for_rows(rows), device=device)
+            targets = torch.from_numpy(batch.labels).to(device)
         elif target == "prediction":
-            targets = torch.from_numpy(self._predict(rows, x)).to(device)
+            targets = torch.from_numpy(self._predict(x)).to(device)
         else:
             targets = torch.full((n,), int(target), dtype=torch.long, device=device)
         workers = self._workers(device, n)
@@ -62,18 +65,14 @@ class BatchesMixin:
         group = min(group, -(-n // workers))  # every worker gets a share
         parts = [slice(start, start + group) for start in range(0, n, group)]
         base = base.to(device) if base is not None else None
-        was_training = self.module.training
-        try:
-            self.module.eval()
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                    warnings.catch_warnings():
-                # Captum announces the hooks it sets on ReLUs (DeepLift, guided backprop) on every call.
-                warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
-                torch.manual_seed(self.seed * 1_000_003 + int(rows[0]))
-                results = _on_threads(workers, lambda worker, part: self._explain(
-                    worker, x[part], targets[part], base, kwargs), parts)
-        finally:
-            self.module.train(was_training)
+        with evaluating(self.module), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                warnings.catch_warnings():
+            # Captum announces the hooks it sets on ReLUs (DeepLift, guided backprop) on every
+            # call; silenced inside this block only (catch_warnings restores the filters).
+            warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
+            torch.manual_seed(self.seed * 1_000_003 + int(batch.rows[0]))
+            results = _on_threads(workers, lambda worker, part: self._explain(
+                worker, x[part], targets[part], base, kwargs), parts)
         maps = torch.cat([m for m, _ in results]).numpy()
         delta = torch.cat([d for _, d in results]).numpy() if self._has_delta else np.full(n, np.nan, np.float32)
         return maps, delta
@@ -134,7 +133,7 @@ class BatchesMixin:
     def _inputs_per_pass(self, device: torch.device) -> int:
         """Inputs per forward pass: a cache-sized working set on the CPU, the memory budget on a GPU."""
         if not hasattr(self, "_forward_bytes"):
-            arch = self.store.architecture(self.model_id)
+            arch = self.store.architecture(self.record)
             numel = {r["layer"]: int(np.prod(r["output_shape"] or [0])) for r in arch.iter_rows(named=True)}
             leaves = [n for n in numel if not any(other.startswith(n + ".") for other in numel)]
             self._forward_bytes = 4 * (sum(numel[n] for n in leaves) + int(np.prod(self.pixel_shape)))
@@ -153,21 +152,12 @@ class BatchesMixin:
         raise UnknownMethodError(f"{self.method} returned maps of shape {tuple(out.shape[1:])}, not the "
                                  f"input's {self.shape}; odinlab stores input-space maps only.")
 
-    def _predict(self, rows: np.ndarray, x: torch.Tensor | None = None) -> np.ndarray:
-        was_training = self.module.training
-        try:
-            self.module.eval()
-            with torch.no_grad():
-                out = []
-                for start in range(0, len(rows), 1024):
-                    chunk = x[start : start + 1024] if x is not None else torch.from_numpy(
-                        to_model_input(self.store._read_rows(rows[start : start + 1024]))).to(self._device())
-                    logits = self.module(chunk)
-                    out.append((logits[0] if isinstance(logits, tuple | list) else logits).argmax(dim=1).cpu())
-        finally:
-            self.module.train(was_training)
+    def _predict(self, x: torch.Tensor) -> np.ndarray:
+        """The model's top class for each input (int64), in passes of at most 1024 inputs."""
+        with evaluating(self.module), torch.no_grad():
+            out = [first_tensor(self.module(x[start : start + 1024])).argmax(dim=1).cpu()
+                   for start in range(0, len(x), 1024)]
         return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
-
 
 
 # Methods whose attribute() only runs the model forward and backward: no hooks set on modules,

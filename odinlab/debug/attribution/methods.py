@@ -15,8 +15,7 @@ import re
 import numpy as np
 import torch
 
-from odinlab.errors import TargetError, UnknownMethodError, closest, listing
-
+from odinlab.errors import OptionError, UnknownMethodError, closest, listing
 
 # -- the methods --------------------------------------------------------------------------
 
@@ -116,6 +115,7 @@ def _describe(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
     return repr(value)
 
+
 def _use_summed_gradients(explainer) -> None:
     """Give a Captum method the gradient of the summed outputs instead of Captum's default.
 
@@ -160,14 +160,14 @@ def _noise_tunnel_args(noise_tunnel) -> dict | None:
             given["nt_type"] = given.pop("type")
         allowed = {"nt_type", "nt_samples", "stdevs", "nt_samples_batch_size", "draw_baseline_from_distrib"}
         if set(given) - allowed:
-            raise TypeError(f"Unknown noise_tunnel arguments {listing(sorted(set(given) - allowed))}; "
+            raise OptionError(f"Unknown noise_tunnel arguments {listing(sorted(set(given) - allowed))}; "
                             f"NoiseTunnel takes {listing(sorted(allowed))}.")
         args |= given
     elif noise_tunnel is not True:
-        raise TypeError(f"noise_tunnel must be None, True, one of {', '.join(_NT_TYPES)} or a dict; "
+        raise OptionError(f"noise_tunnel must be None, True, one of {', '.join(_NT_TYPES)} or a dict; "
                         f"got {noise_tunnel!r}.")
     if args["nt_type"] not in _NT_TYPES:
-        raise ValueError(f"Unknown noise tunnel {args['nt_type']!r}.{closest(str(args['nt_type']), _NT_TYPES)} "
+        raise OptionError(f"Unknown noise tunnel {args['nt_type']!r}.{closest(str(args['nt_type']), _NT_TYPES)} "
                          f"Use one of {', '.join(_NT_TYPES)}.")
     return args
 

@@ -7,24 +7,20 @@ gradient (the *suffix*) per image is enough to restore the exact gradient, and n
 products, cosine similarities, nearest neighbours in gradient space, TracIn influence and
 scores against a dense query gradient run on that form directly, without building gradients.
 Per layer, the smaller of the compact and the full form is kept (or the one asked for).
+Results carry their image ids (DataArrays over ``image_id``, or ``image_id_a`` and
+``image_id_b`` for two image sets).
 
 >>> grads = GradientStore(store, net, ["head.fc1", "head.fc2"])
->>> _ = grads.capture(images="train", progress=False)
+>>> _ = grads.capture("train", progress=False)
 >>> grads.most_similar("digits-0001", "train", k=2).columns
-['query_id', 'rank', 'image_id', 'score']
+['image_id_a', 'image_id_b', 'rank', 'score']
 """
 
-from odinlab.debug.gradients.capture import forward_backward, gradients_path
+from odinlab.debug.gradients.capture import forward_backward
 from odinlab.debug.gradients.gradient_store import GradientStore
 from odinlab.debug.gradients.kernels import Grads
-from odinlab.debug.gradients.layers import (
-           LayerSpec,
-           UnsupportedLayerError,
-           layer_spec,
-           layer_specs,
-)
-from odinlab.debug.gradients.operators import QueryShapeError
-from odinlab.debug.gradients.plan import FormError, choose_forms, plan_frame
+from odinlab.debug.gradients.layers import LayerSpec, layer_spec, layer_specs
+from odinlab.debug.gradients.plan import choose_forms, plan_frame
 
-__all__ = ["FormError", "GradientStore", "Grads", "LayerSpec", "QueryShapeError", "UnsupportedLayerError",
-           "choose_forms", "forward_backward", "gradients_path", "layer_spec", "layer_specs", "plan_frame"]
+__all__ = ["GradientStore", "Grads", "LayerSpec", "choose_forms", "forward_backward", "layer_spec", "layer_specs",
+           "plan_frame"]

@@ -6,13 +6,11 @@ sample's own (a mean would scale it by 1/batch). Forward hooks keep every chosen
 (the prefix) and its output; one ``torch.autograd.grad`` call returns the output gradients (the
 suffixes) without computing any weight gradient.
 
-Arrays live beside the activations, one row per pixel row of the store::
-
-    models/<name>/v<N>/gradients/<layer>/compact-<dtype>/{prefix,suffix}   inputs, output gradients
-    models/<name>/v<N>/gradients/<layer>/full-<dtype>                       weight then bias gradient
-
-each a :class:`~odinlab.store.arrays.RowArray` whose ``done`` mask commits a batch, so an
-interrupted capture resumes and a second one computes nothing. The layer group's attributes
+Arrays live in the version's ``gradients`` area of ``store.results`` (the store's layout module
+names the paths), one row per pixel row of the store: per layer, ``compact-<dtype>/prefix`` and
+``compact-<dtype>/suffix`` (inputs and output gradients) or ``full-<dtype>`` (weight then bias
+gradient), each a :class:`~odinlab.store.arrays.RowArray` whose ``done`` mask commits a batch, so
+an interrupted capture resumes and a second one computes nothing. The layer group's attributes
 keep the layer's :class:`LayerSpec` (enough to use the arrays without the network's code) and
 the plan (form chosen, bytes of each form per image).
 """
@@ -20,7 +18,6 @@ the plan (form chosen, bytes of each form per image).
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,21 +26,13 @@ from tqdm.auto import tqdm
 from odinlab.debug.gradients.kernels import Grads
 from odinlab.debug.gradients.layers import LayerSpec
 from odinlab.errors import LabelError, listing
-from odinlab.store.arrays import ArraySpec, RowArray, read_rows, write_rows
-from odinlab.store.fs import check_name
-from odinlab.store.pixels import to_model_input
+from odinlab.store.arrays import RowArray, read_rows, write_rows
+from odinlab.store.records import ModelRecord
+from odinlab.store.selection import Selection
+from odinlab.torch_helpers import evaluating, first_tensor, hooks, module_device
 
 DTYPES = ("float32", "float64")
-
-
-def gradients_path(model_id: str, layer: str) -> str:
-    """Where a layer's gradients of a model version live, under the store's arrays.
-
-    >>> gradients_path("cnn@1", "head.fc2")
-    'models/cnn/v1/gradients/head.fc2'
-    """
-    name, version = model_id.rsplit("@", 1)
-    return f"models/{check_name(name)}/v{int(version)}/gradients/{check_name(layer, 'layer name')}"
+AREA = "gradients"  # the version's area of store.results that holds them
 
 
 def forward_backward(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str]) -> dict:
@@ -54,46 +43,39 @@ def forward_backward(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layers
     >>> prefix.shape, suffix.shape
     (torch.Size([3, 64]), torch.Size([3, 10]))
     """
-    modules = dict(module.named_modules())
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
-    def hook_for(layer):
-        def hook(mod, args, output):
-            inputs[layer] = args[0].detach().clone()
-            outputs[layer] = output
-            # Downstream gets a copy, so an in-place op after the layer (ReLU(inplace=True))
-            # cannot change the tensor we differentiate against.
-            return output.clone()
-        return hook
+    def on_output(name, output, args):
+        inputs[name] = args[0].detach().clone()
+        outputs[name] = output
+        # Downstream gets a copy, so an in-place op after the layer (ReLU(inplace=True))
+        # cannot change the tensor we differentiate against.
+        return output.clone()
 
-    handles = [modules[layer].register_forward_hook(hook_for(layer)) for layer in layers]
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.enable_grad():
-            # Makes every layer's output part of the graph even when the weights are frozen;
-            # autograd.grad computes nothing for x itself.
-            logits = module(x.detach().requires_grad_(True))
-            logits = logits[0] if isinstance(logits, tuple | list) else logits
-            loss = F.cross_entropy(logits, y, reduction="sum")
-            grads = torch.autograd.grad(loss, [outputs[layer] for layer in layers], allow_unused=True)
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
+    with evaluating(module), hooks(module, layers, on_output), torch.enable_grad():
+        # Makes every layer's output part of the graph even when the weights are frozen;
+        # autograd.grad computes nothing for x itself.
+        logits = first_tensor(module(x.detach().requires_grad_(True)))
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        grads = torch.autograd.grad(loss, [outputs[layer] for layer in layers], allow_unused=True)
     return {layer: (inputs[layer], torch.zeros_like(outputs[layer]) if g is None else g.detach())
             for layer, g in zip(layers, grads)}
 
 
-def check_labels(store, rows: np.ndarray) -> np.ndarray:
-    """Labels of ``rows``, or :class:`LabelError` naming unlabeled images."""
-    labels = store._labels_for_rows(rows)
+def model_input(store, module: nn.Module, selection: Selection) -> torch.Tensor:
+    """The selected images as the module's input: its device and its parameters' dtype."""
+    param = next(module.parameters(), torch.empty(0))
+    return torch.from_numpy(store.model_input(selection)).to(module_device(module), param.dtype)
+
+
+def check_labels(selection: Selection) -> np.ndarray:
+    """Labels of the selected images, or :class:`LabelError` naming unlabeled images."""
+    labels = selection.labels
     if (labels < 0).any():
-        table = store._tables.read("images")
-        missing = table.filter(pl.col("_row").is_in(rows[labels < 0]))["image_id"].to_list()
+        missing = selection.where(labels < 0).ids
         raise LabelError(
-            f"{len(missing)} of the {len(rows)} selected images have no label (e.g. {listing(missing[:5])}); "
+            f"{len(missing)} of the {len(selection)} selected images have no label (e.g. {listing(missing[:5])}); "
             "per-sample gradients need a loss against a label. Label them, or leave them out of images=.")
     return labels
 
@@ -105,21 +87,21 @@ class LayerArrays:
         self.parts, self.spec, self.form = parts, spec, form
 
     @classmethod
-    def open(cls, store, model_id: str, spec: LayerSpec, form: str, dtype: str, create: bool = False):
+    def open(cls, store, record: ModelRecord, spec: LayerSpec, form: str, dtype: str, create: bool = False):
         """The arrays, created (and grown to the store's rows) when ``create``; None if absent."""
-        root = gradients_path(model_id, spec.name)
-        group = store._arrays(mode="a" if create else "r")
-        names = {"prefix": spec.in_shape, "suffix": spec.out_shape} if form == "compact" \
+        shapes = {"prefix": spec.in_shape, "suffix": spec.out_shape} if form == "compact" \
             else {"full": (spec.full_values,)}
-        paths = {k: f"{root}/{form}-{dtype}" + (f"/{k}" if form == "compact" else "") for k in names}
+        variant = f"{form}-{dtype}"
+
+        def where(part: str) -> tuple[str, ...]:  # compact keeps two arrays under its variant
+            return (spec.name, variant, part) if form == "compact" else (spec.name, variant)
+
         if not create:
-            if not all(p in group for p in paths.values()):
-                return None
-            return cls({k: RowArray(group[p]) for k, p in paths.items()}, spec, form)
-        capacity = store.pixel_array.shape[0]
-        attrs = (("layer", spec.name), ("model_id", model_id), ("form", form))
-        parts = {k: ArraySpec(paths[k], tuple(shape), dtype, attrs).open(group, capacity)
-                 for k, shape in names.items()}
+            found = {k: store.results.find_row_array(record, AREA, *where(k)) for k in shapes}
+            return None if any(v is None for v in found.values()) else cls(found, spec, form)
+        attrs = (("layer", spec.name), ("model_id", record.model_id), ("form", form))
+        parts = {k: store.results.row_array(record, AREA, *where(k), shape=tuple(shape), dtype=dtype, attrs=attrs)
+                 for k, shape in shapes.items()}
         return cls(parts, spec, form)
 
     @property
@@ -127,9 +109,12 @@ class LayerArrays:
         return min(part.values.shape[0] for part in self.parts.values())
 
     def done_rows(self, rows: np.ndarray) -> np.ndarray:
-        done = np.ones(len(rows), bool)
+        """Which ``rows`` are stored; rows of images ingested after the arrays were made are not."""
+        done = np.zeros(len(rows), bool)
+        inside = rows < self.capacity
+        done[inside] = True
         for part in self.parts.values():
-            done &= part.done_rows(rows)
+            done[inside] &= part.done_rows(rows[inside])
         return done
 
     def done_count(self) -> int:
@@ -152,49 +137,56 @@ class LayerArrays:
         return Grads(self.spec, prefix=got["prefix"], suffix=got["suffix"])
 
 
-def capture_rows(store, module: nn.Module, model_id: str, targets: dict[str, LayerArrays], rows: np.ndarray,
-                 *, batch_size: int, progress: bool) -> dict[str, int]:
-    """Capture every layer's gradients for the rows some array lacks; return rows computed per layer."""
-    rows = np.unique(rows)
-    labels = check_labels(store, rows)
-    pending = []  # (batch, {layer: rows of the batch that layer lacks}): each done mask read once
-    for start in range(0, len(rows), batch_size):
-        part = slice(start, start + batch_size)
-        fresh = {layer: ~t.done_rows(rows[part]) for layer, t in targets.items()}
+def capture_selection(store, module: nn.Module, model_id: str, targets: dict[str, LayerArrays],
+                      selection: Selection, *, batch_size: int, progress: bool) -> dict[str, int]:
+    """Capture every layer's gradients for the images some array lacks; return images computed per layer.
+
+    ``selection`` holds each image once, in row order (``Selection.unique``), so every batch
+    writes sorted rows.
+    """
+    check_labels(selection)
+    pending = []  # (batch, {layer: images of the batch that layer lacks}): each done mask read once
+    for batch in selection.chunks(batch_size):
+        fresh = {layer: ~t.done_rows(batch.rows) for layer, t in targets.items()}
         fresh = {layer: mask for layer, mask in fresh.items() if mask.any()}
         if fresh:
-            pending.append((part, fresh))
+            pending.append((batch, fresh))
     computed = {layer: 0 for layer in targets}
-    param = next(module.parameters(), torch.empty(0))
-    total = sum(len(rows[part]) for part, _ in pending)
+    total = sum(len(batch) for batch, _ in pending)
     with tqdm(total=total, desc=f"gradients {model_id}", unit="img", disable=not progress or not total) as bar:
-        for part, todo in pending:
-            batch = rows[part]
-            x = torch.from_numpy(to_model_input(store._read_rows(batch))).to(param.device, param.dtype)
-            y = torch.from_numpy(labels[part]).to(param.device)
+        for batch, todo in pending:
+            x = model_input(store, module, batch)
+            y = torch.from_numpy(batch.labels).to(x.device)
             caught = forward_backward(module, x, y, list(todo))
             for layer, fresh in todo.items():
                 target = targets[layer]
                 grads = Grads(target.spec, prefix=caught[layer][0], suffix=caught[layer][1])
                 if not fresh.all():
                     grads = grads.take(torch.from_numpy(np.flatnonzero(fresh)))
-                target.write(batch[fresh], grads)
+                target.write(batch.rows[fresh], grads)
                 computed[layer] += int(fresh.sum())
             bar.update(len(batch))
     return computed
 
 
-def compute_rows(store, module: nn.Module, specs: dict[str, LayerSpec], rows: np.ndarray, targets: np.ndarray,
-                 batch_size: int = 256) -> dict[str, Grads]:
-    """Compact gradients of ``rows`` against ``targets`` (class per row), in memory, nothing stored."""
-    param = next(module.parameters(), torch.empty(0))
+def compute_selection(store, module: nn.Module, specs: dict[str, LayerSpec], selection: Selection,
+                      targets: np.ndarray, batch_size: int = 256) -> dict[str, Grads]:
+    """Compact gradients of the selected images against ``targets`` (a class per image), in
+    memory; nothing stored."""
     pieces: dict[str, list] = {layer: [] for layer in specs}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        x = torch.from_numpy(to_model_input(store._read_rows(batch))).to(param.device, param.dtype)
-        y = torch.as_tensor(targets[start : start + batch_size], device=param.device)
+    for start, batch in zip(range(0, len(selection), batch_size), selection.chunks(batch_size)):
+        x = model_input(store, module, batch)
+        y = torch.as_tensor(targets[start : start + len(batch)], device=x.device)
         for layer, pair in forward_backward(module, x, y, list(specs)).items():
             pieces[layer].append(pair)
     return {layer: Grads(specs[layer], prefix=torch.cat([p for p, _ in parts]), suffix=torch.cat([s for _, s in parts]))
             for layer, parts in pieces.items()}
 
+
+def predicted_classes(store, module: nn.Module, selection: Selection, batch_size: int = 256) -> np.ndarray:
+    """The class ``module`` predicts for each selected image."""
+    out = [np.zeros(0, np.int64)]
+    with evaluating(module), torch.no_grad():
+        for batch in selection.chunks(batch_size):
+            out.append(first_tensor(module(model_input(store, module, batch))).argmax(1).cpu().numpy())
+    return np.concatenate(out).astype(np.int64)

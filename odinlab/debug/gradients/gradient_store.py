@@ -1,63 +1,82 @@
 """The user-facing object: per-sample gradients of some layers of one model version, kept in the
 store in compact form (MetaStore's prefix and suffix) or full, and the analytics run on them.
+
+Every result carries its image ids: per-image results are DataArrays over ``image_id``, matrices
+over two image sets DataArrays over ``("image_id_a", "image_id_b")``, nearest neighbours a polars
+frame with ``image_id_a`` (the query) and ``image_id_b`` (the neighbour).
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import warnings
 
 import numpy as np
 import polars as pl
 import torch
+import xarray as xr
 from torch import nn
 
 from odinlab.debug.gradients import operators as ops
 from odinlab.debug.gradients.capture import (
+    AREA,
     DTYPES,
     LayerArrays,
-    capture_rows,
-    compute_rows,
-    gradients_path,
+    capture_selection,
+    compute_selection,
+    predicted_classes,
 )
 from odinlab.debug.gradients.kernels import Grads
-from odinlab.debug.gradients.layers import LayerSpec, UnsupportedLayerError, layer_specs
+from odinlab.debug.gradients.layers import LayerSpec, layer_specs
 from odinlab.debug.gradients.plan import choose_forms, plan_frame
-from odinlab.errors import LabelError, NotMaterializedError, UnknownLayerError, listing
-from odinlab.store.images import ImageSelection
+from odinlab.errors import (
+    NotMaterializedError,
+    OptionError,
+    QueryShapeError,
+    TargetError,
+    UnknownLayerError,
+    UnsupportedLayerError,
+    listing,
+)
+from odinlab.store.labelled import labelled
+from odinlab.store.records import ModelRecord
+from odinlab.store.selection import ImageSelection, Selection
+
+log = logging.getLogger(__name__)
 
 
 class GradientStore:
     """Per-sample gradients of ``layers`` (Linear or Conv2d) of one model version.
 
-    ``model`` is a module (its version is found from its weights, or give ``model_id``) or a
-    model id; with an id and no module in this session, everything already captured can still
-    be read and compared (the layer geometry is stored with the arrays). ``form`` is "auto"
-    (the smaller of compact and full per layer), "compact", "full" or ``{layer: form}``.
-    ``dtype`` ("float32" or "float64") is what is stored and computed with.
+    ``model`` is a model id (``"name@N"``, or ``"name"`` for the latest version), a record from
+    ``store.model``, or a registered module (found by its weights). Without a module in this
+    session, everything already captured can still be read and compared (the layer geometry is
+    stored with the arrays). ``form`` is "auto" (the smaller of compact and full per layer),
+    "compact", "full" or ``{layer: form}``; ``dtype`` ("float32" or "float64") is what is stored
+    and computed with.
 
     >>> grads = GradientStore(store, net, ["features.conv1", "head.fc2"])
     >>> grads.capture("val", progress=False).select("layer", "form", "computed").rows()
     [('features.conv1', 'full', 269), ('head.fc2', 'compact', 269)]
-    >>> grads.similarity("val", cosine=True).shape
-    (269, 269)
+    >>> grads.similarity("val", cosine=True).dims
+    ('image_id_a', 'image_id_b')
     """
 
-    def __init__(self, store, model: nn.Module | str, layers, form: str | dict = "auto", *,
-                 dtype: str = "float32", model_id: str | None = None):
+    def __init__(self, store, model, layers, *, form: str | dict = "auto", dtype: str = "float32"):
         if dtype not in DTYPES:
-            raise ValueError(f"Unknown dtype {dtype!r}; gradients are stored as {' or '.join(DTYPES)}.")
+            raise OptionError(f"Unknown dtype {dtype!r}; gradients are stored as {' or '.join(DTYPES)}.")
         layers = [layers] if isinstance(layers, str) else list(layers)
         if not layers:
             raise UnknownLayerError("No layers given; name one or more Linear or Conv2d layers.")
-        if isinstance(model, nn.Module):
-            self.module, self.model_id = store._module_for(model, model_id)
-        else:
-            self.model_id = store.resolve_model(model)
-            self.module = store._modules.get(self.model_id)
         self.store, self.dtype, self._form = store, dtype, form
+        self.record: ModelRecord = store.model(model)
+        self.model_id = self.record.model_id
+        try:  # a module is needed to capture; reading what was captured works without one
+            self.module: nn.Module | None = store.module(model if isinstance(model, nn.Module) else self.record)
+        except NotMaterializedError:
+            self.module = None
         self._opened: dict[str, LayerArrays | None] = {}  # arrays opened in this session, per layer
-        self._memo = None  # (targets, in-memory gradients) of the last influence(target=...)
-        self.layers = store._check_layers(self.module, self.model_id, layers)
+        self.layers = store.check_layers(self.record, layers, module=self.module)
         self.specs = self._layer_specs()
         self.forms = choose_forms(self.specs, form)
 
@@ -77,7 +96,7 @@ class GradientStore:
     def capture(self, images: ImageSelection = None, *, batch_size: int = 128, progress: bool = True) -> pl.DataFrame:
         """Compute and store the gradients of every layer for ``images``: one forward and one
         backward pass per batch, model in eval mode, cross-entropy against the label summed over
-        the batch. Rows already stored are skipped (a second call computes nothing).
+        the batch. Images already stored are skipped (a second call computes nothing).
 
         >>> grads = GradientStore(store, net, "head.fc2")
         >>> grads.capture(["digits-0000", "digits-0001"], progress=False)["computed"].to_list()
@@ -85,127 +104,150 @@ class GradientStore:
         >>> grads.capture(["digits-0000", "digits-0001"], progress=False)["reused"].to_list()
         [2]
         """
-        self.store._check_writable()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}.")
+        self.store.check_writable()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
         module = self._require_module("capture gradients")
-        self.store._check_input_shape(self.model_id)
-        rows = np.unique(self.store._select_rows(images)["_row"].to_numpy())
+        self.store.check_input_shape(self.record)
+        selection = self.store.select(images).unique()  # row order: each batch writes sorted rows
         targets = {layer: self._open(layer, create=True) for layer in self.layers}
         self._record_plan()
-        computed = capture_rows(self.store, module, self.model_id, targets, rows, batch_size=batch_size,
-                                progress=progress)
-        if progress and not any(computed.values()):
-            print(f"{self.model_id}: gradients of {len(self.layers)} layers are already stored for these "
-                  f"{len(rows)} images; nothing computed.")
-        return pl.DataFrame([{"layer": layer, "form": self.forms[layer], "images": len(rows),
-                              "computed": computed[layer], "reused": len(rows) - computed[layer]}
+        computed = capture_selection(self.store, module, self.model_id, targets, selection,
+                                     batch_size=batch_size, progress=progress)
+        if not any(computed.values()):
+            log.info("%s: gradients of %d layers are already stored for these %d images; nothing computed.",
+                     self.model_id, len(self.layers), len(selection))
+        return pl.DataFrame([{"layer": layer, "form": self.forms[layer], "images": len(selection),
+                              "computed": computed[layer], "reused": len(selection) - computed[layer]}
                              for layer in self.layers])
 
-    def restore(self, images: ImageSelection, layer: str) -> dict[str, torch.Tensor]:
+    def restore(self, layer: str, images: ImageSelection) -> dict[str, torch.Tensor]:
         """The exact weight and bias gradients of ``layer``: ``{"weight", "bias"}`` tensors,
-        unbatched for one image id, else with the selected images first.
+        unbatched for one image id, else with the selected images first (in selection order).
 
         >>> grads = GradientStore(store, net, "head.fc2")
-        >>> {k: tuple(v.shape) for k, v in grads.restore("digits-0000", "head.fc2").items()}
+        >>> {k: tuple(v.shape) for k, v in grads.restore("head.fc2", "digits-0000").items()}
         {'weight': (10, 64), 'bias': (10,)}
         """
+        if layer not in self.specs and isinstance(images, str) and images in self.specs:
+            warnings.warn("GradientStore.restore(images, layer) is deprecated: the layer comes first, "
+                          "restore(layer, images).", DeprecationWarning, stacklevel=2)
+            layer, images = images, layer
         self._check_layer(layer)
-        selected = self.store._select_rows(images)
-        restored = self._grads(layer, selected["_row"].to_numpy()).restore()
-        if isinstance(images, str) and selected.height == 1 and selected["image_id"][0] == images:
+        selection = self.store.select(images)
+        restored = self._grads(layer, selection).restore()
+        if isinstance(images, str) and len(selection) == 1 and selection.ids[0] == images:
             return {k: v[0] for k, v in restored.items()}
         return restored
 
-    def norms(self, images: ImageSelection = None, *, layers=None) -> np.ndarray:
-        """Per-image gradient norms over ``layers`` (all by default; weights and biases together).
+    def norms(self, images: ImageSelection = None, *, layers=None) -> xr.DataArray:
+        """Per-image gradient norms over ``layers`` (all by default; weights and biases together),
+        a DataArray over ``image_id``.
 
         For a Linear layer on vectors ‖∇‖ = ‖g‖·‖[a, 1]‖, exactly, without building ∇.
 
-        >>> GradientStore(store, net, "head.fc2").norms(["digits-0000", "digits-0001"]).shape
-        (2,)
+        >>> norms = GradientStore(store, net, "head.fc2").norms(["digits-0000", "digits-0001"])
+        >>> norms.dims, norms.image_id.values.tolist()
+        (('image_id',), ['digits-0000', 'digits-0001'])
         """
-        rows = self.store._select_rows(images)["_row"].to_numpy()
-        total = np.zeros(len(rows))
-        for layer in self._chosen(layers):
-            for start in range(0, len(rows), self._block(layer)):
-                part = rows[start : start + self._block(layer)]
+        selection = self.store.select(images)
+        layers = self._chosen(layers)
+        total = np.zeros(len(selection))
+        for layer in layers:
+            block = self._block(layer)
+            for start in range(0, len(selection), block):
+                part = selection[start : start + block]
                 total[start : start + len(part)] += self._grads(layer, part).sq_norms().double().cpu().numpy()
-        return np.sqrt(total)
+        return labelled(np.sqrt(total), selection.ids, dims=(), name="gradient_norm", model_id=self.model_id,
+                        layers=layers)
 
     def similarity(self, a: ImageSelection = None, b: ImageSelection = None, *, cosine: bool = False,
-                   layers=None) -> np.ndarray:
-        """(len(a), len(b)) matrix of gradient dot products (or cosines) summed over ``layers``;
-        ``b`` defaults to ``a``. Computed on the stored form with batched matrix products.
+                   layers=None) -> xr.DataArray:
+        """Gradient dot products (or cosines) summed over ``layers``, a DataArray with dims
+        ``("image_id_a", "image_id_b")``; ``b`` defaults to ``a``. Computed on the stored form with
+        batched matrix products.
 
-        >>> GradientStore(store, net, "head.fc2").similarity(["digits-0000"], "val", cosine=True).shape
-        (1, 269)
+        >>> sim = GradientStore(store, net, "head.fc2").similarity(["digits-0000"], "val", cosine=True)
+        >>> sim.shape, sim.image_id_a.values.tolist()
+        ((1, 269), ['digits-0000'])
         """
-        rows_a = self.store._select_rows(a)["_row"].to_numpy()
-        rows_b = rows_a if b is None else self.store._select_rows(b)["_row"].to_numpy()
-        dots, sq_a, sq_b = self._pairwise([(self, 1.0)], rows_a, rows_b, self._chosen(layers))
-        return ops.cosine(dots, sq_a, sq_b) if cosine else dots
+        sel_a = self.store.select(a)
+        sel_b = sel_a if b is None else self.store.select(b)
+        layers = self._chosen(layers)
+        dots, sq_a, sq_b = self._pairwise([(self, 1.0)], sel_a, sel_b, layers)
+        values = ops.cosine(dots, sq_a, sq_b) if cosine else dots
+        return self._matrix(values, sel_a, sel_b, "gradient_cosine" if cosine else "gradient_dot", layers=layers)
 
-    def most_similar(self, query, images: ImageSelection = None, k: int = 5, *, cosine: bool = True,
+    def most_similar(self, query, images: ImageSelection = None, *, k: int = 5, cosine: bool = True,
                      layers=None) -> pl.DataFrame:
         """The ``k`` images (of ``images``, all by default) most similar in gradient to each query:
-        query_id, rank, image_id, score. ``query`` is an image selection (a test image...) or a
-        dense gradient ``{layer: weight-shaped tensor or {"weight", "bias"}}`` (query_id "query").
+        image_id_a (the query), image_id_b (the neighbour), rank, score. ``query`` is an image
+        selection (a test image...) or a dense gradient ``{layer: weight-shaped tensor or
+        {"weight", "bias"}}`` (image_id_a is then "query").
 
         >>> grads = GradientStore(store, net, "head.fc2")
-        >>> grads.most_similar("digits-0000", "train", k=3)["rank"].to_list()
-        [1, 2, 3]
+        >>> grads.most_similar("digits-0000", "train", k=3).select("image_id_a", "rank").rows()
+        [('digits-0000', 1), ('digits-0000', 2), ('digits-0000', 3)]
         """
-        table = self.store._select_rows(images)
+        k = ops.check_k(k)
+        selection = self.store.select(images)
         if isinstance(query, dict):
-            scores = self.scores(query, table["image_id"], cosine=cosine)[None, :]
-            return ops.top_k(scores, ["query"], table["image_id"].to_list(), k)
-        queries = self.store._select_rows(query)
-        scores = self.similarity(queries["image_id"], table["image_id"], cosine=cosine, layers=layers)
-        return ops.top_k(scores, queries["image_id"].to_list(), table["image_id"].to_list(), k)
+            scores = self.scores(query, selection, cosine=cosine).values[None, :]
+            return ops.top_k(scores, ["query"], selection.ids, k)
+        queries = self.store.select(query)
+        scores = self.similarity(queries, selection, cosine=cosine, layers=layers).values
+        return ops.top_k(scores, queries.ids, selection.ids, k)
 
     def influence(self, test_images: ImageSelection, train_images: ImageSelection = None, *, checkpoints=None,
-                  lr=None, target=None, layers=None) -> np.ndarray:
-        """TracIn: (test, train) matrix of Σ_checkpoints lr · ⟨∇ℓ(test), ∇ℓ(train)⟩ over ``layers``.
+                  lr=None, target="label", layers=None) -> xr.DataArray:
+        """TracIn: Σ_checkpoints lr · ⟨∇ℓ(test), ∇ℓ(train)⟩ over ``layers``, a DataArray with dims
+        ``("image_id_a", "image_id_b")``: test images by training images.
 
-        ``checkpoints`` are model ids of the same architecture; by default this version and every
-        ancestor (``store.ancestors``) whose gradients of these layers were captured. ``lr`` is a
-        number, ``{model_id: lr}``, or None for each version's ``hyperparams["lr"]`` (else 1).
-        Test gradients use the label, or ``target`` (a class index or name, or one per test image).
+        ``checkpoints`` are versions of the same architecture (ids or records); by default this
+        version and every ancestor (its lineage) whose gradients of these layers were captured.
+        ``lr`` is a number, ``{model_id: lr}``, or None for each version's ``hyperparams["lr"]``
+        (else 1). Test gradients are taken against the label (TracIn's loss) unless ``target`` is
+        "prediction" (this version's predicted class), a class index or name, or one per test image.
 
         >>> grads = GradientStore(store, net, "head.fc2")
         >>> grads.influence(["digits-0000"], "val").shape
         (1, 269)
         """
-        rows_a = self.store._select_rows(test_images)["_row"].to_numpy()
-        rows_b = self.store._select_rows(train_images)["_row"].to_numpy()
+        sel_a = self.store.select(test_images)
+        sel_b = self.store.select(train_images)
+        layers = self._chosen(layers)
+        classes = self._targets(target, sel_a)
         sources = [(self._at(c), self._lr(c, lr)) for c in self._checkpoints(checkpoints)]
-        classes = None if target is None else self._targets(target, len(rows_a))
-        dots, _, _ = self._pairwise(sources, rows_a, rows_b, self._chosen(layers), classes)
-        return dots
+        dots, _, _ = self._pairwise(sources, sel_a, sel_b, layers, classes)
+        return self._matrix(dots, sel_a, sel_b, "influence", layers=layers,
+                            checkpoints=[source.model_id for source, _ in sources])
 
-    def scores(self, query: dict, images: ImageSelection = None, *, cosine: bool = False) -> np.ndarray:
+    def scores(self, query: dict, images: ImageSelection = None, *, cosine: bool = False) -> xr.DataArray:
         """⟨Q, ∇_i⟩ per image for a dense query ``{layer: Q}`` (Q of the weight's shape, or
         ``{"weight", "bias"}``), summed over its layers: Σ_p g_pᵀ Q u_p without building ∇_i.
+        A DataArray over ``image_id``.
 
         >>> grads = GradientStore(store, net, "head.fc2")
         >>> grads.scores({"head.fc2": torch.ones(10, 64)}, ["digits-0000", "digits-0001"]).shape
         (2,)
         """
         if not isinstance(query, dict) or not query:
-            raise ops.QueryShapeError("query is a dict {layer: weight-shaped tensor}, e.g. what restore() returns.")
-        rows = self.store._select_rows(images)["_row"].to_numpy()
-        total, sq, q_sq = np.zeros(len(rows)), np.zeros(len(rows)), 0.0
+            raise QueryShapeError("query is a dict {layer: weight-shaped tensor}, e.g. what restore() returns.")
+        selection = self.store.select(images)
+        total, sq, q_sq = np.zeros(len(selection)), np.zeros(len(selection)), 0.0
         for layer, q in query.items():
             self._check_layer(layer)
             flat = ops.flat_query(self.specs[layer], q, getattr(torch, self.dtype))
             q_sq += float(flat.double().square().sum())
-            for start in range(0, len(rows), self._block(layer)):
-                grads = self._grads(layer, rows[start : start + self._block(layer)])
+            block = self._block(layer)
+            for start in range(0, len(selection), block):
+                grads = self._grads(layer, selection[start : start + block])
                 total[start : start + len(grads)] += grads.dense(flat).double().cpu().numpy()
                 if cosine:
                     sq[start : start + len(grads)] += grads.sq_norms().double().cpu().numpy()
-        return ops.cosine(total[None], np.array([q_sq]), sq)[0] if cosine else total
+        values = ops.cosine(total[None], np.array([q_sq]), sq)[0] if cosine else total
+        return labelled(values, selection.ids, dims=(), name="gradient_cosine" if cosine else "gradient_score",
+                        model_id=self.model_id, layers=list(query))
 
     def sizes(self) -> pl.DataFrame:
         """Bytes on disk per layer of the compact and the full form (None where not stored), the
@@ -220,9 +262,9 @@ class GradientStore:
         for layer, spec in self.specs.items():
             disk, images = {}, 0
             for form in ("compact", "full"):
-                arrays = LayerArrays.open(self.store, self.model_id, spec, form, self.dtype)
-                path = ("arrays", *gradients_path(self.model_id, layer).split("/"), f"{form}-{self.dtype}")
-                disk[form] = self.store._fs.size(path) if arrays is not None else None
+                arrays = LayerArrays.open(self.store, self.record, spec, form, self.dtype)
+                disk[form] = None if arrays is None \
+                    else self.store.results.size(self.record, AREA, layer, f"{form}-{self.dtype}")
                 images = arrays.done_count() if arrays is not None and form == self.forms[layer] else images
             both = disk["compact"] and disk["full"]
             rows.append({"layer": layer, "form": self.forms[layer], "images": images,
@@ -237,34 +279,33 @@ class GradientStore:
 
     def _layer_specs(self) -> dict[str, LayerSpec]:
         if self.module is not None:
-            shape = tuple(self.store._row(self.model_id)["input_shape"])
-            return layer_specs(self.module, self.layers, shape, self.model_id)
-        specs, group = {}, self.store._arrays()
-        arch = self.store.architecture(self.model_id)
+            return layer_specs(self.module, self.layers, self.record.input_shape, self.model_id)
+        specs = {}
+        arch = self.store.architecture(self.record)
         for layer in self.layers:
             kind = arch.filter(pl.col("layer") == layer)["type"][0]
             if kind not in ("Linear", "Conv2d"):
                 raise UnsupportedLayerError(f"Layer {layer!r} of {self.model_id} is a {kind}; per-sample "
                                             "gradients are kept for nn.Linear and nn.Conv2d layers only.")
-            path = gradients_path(self.model_id, layer)
-            if path not in group or "spec" not in group[path].attrs:
+            group = self.store.results.group(self.record, AREA, layer)
+            if group is None or "spec" not in group.attrs:
                 raise NotMaterializedError(
                     f"No gradients of {layer} of {self.model_id} are stored and this session has no module "
                     f"for it; pass the module: GradientStore(store, my_net, ...).")
-            specs[layer] = LayerSpec.from_json(group[path].attrs["spec"])
+            specs[layer] = LayerSpec.from_json(group.attrs["spec"])
         return specs
 
     def _record_plan(self) -> None:
+        size = np.dtype(self.dtype).itemsize
         for layer, spec in self.specs.items():
-            group = self.store._arrays(mode="a").require_group(gradients_path(self.model_id, layer))
-            size = np.dtype(self.dtype).itemsize
+            group = self.store.results.group(self.record, AREA, layer, create=True)
             group.attrs.update({"spec": spec.to_json(), "form": self.forms[layer], "dtype": self.dtype,
                                 "compact_bytes": spec.compact_values * size, "full_bytes": spec.full_values * size})
 
     def _open(self, layer: str, create: bool = False) -> LayerArrays | None:
         """The layer's arrays, opened once per session (opening reads Zarr metadata) unless created."""
         if create or self._opened.get(layer) is None:
-            self._opened[layer] = LayerArrays.open(self.store, self.model_id, self.specs[layer],
+            self._opened[layer] = LayerArrays.open(self.store, self.record, self.specs[layer],
                                                    self.forms[layer], self.dtype, create)
         return self._opened[layer]
 
@@ -272,47 +313,61 @@ class GradientStore:
         if self.module is None:
             raise NotMaterializedError(
                 f"No module for {self.model_id} in this session to {what} with: the store keeps weights, "
-                f"not code. Build the network and pass it: store.load_weights({self.model_id!r}, MyNet()).")
+                f"not code. Build the network and load them once: store.load_weights(MyNet(), {self.model_id!r}).")
         return self.module
 
-    def _grads(self, layer: str, rows: np.ndarray) -> Grads:
-        """Stored gradients of ``rows`` (any order), capturing missing ones when the module is here."""
+    def _grads(self, layer: str, selection: Selection) -> Grads:
+        """Stored gradients of the selected images (any order), capturing missing ones when the module is here."""
+        rows = selection.rows
         arrays = self._open(layer)
-        if arrays is not None and len(rows) and rows.max() >= arrays.capacity:  # images ingested since
-            arrays = self._open(layer, create=not self.store.read_only)
-        missing = np.unique(rows) if arrays is None else np.unique(rows[~arrays.done_rows(rows)])
+        if arrays is not None and len(rows) and rows.max() >= arrays.capacity and not self.store.read_only:
+            arrays = self._open(layer, create=True)  # images ingested since: grow the arrays
+        done = np.zeros(len(rows), bool) if arrays is None else arrays.done_rows(rows)
+        missing = selection.where(~done).unique()
         if len(missing):
             if self.module is None:
                 raise NotMaterializedError(
                     f"Gradients of {layer} of {self.model_id} are not captured for {len(missing)} of these "
                     f"{len(rows)} images; pass the module (GradientStore(store, my_net, ...)) or capture them.")
-            ids = self.store._tables.read("images").filter(pl.col("_row").is_in(missing))["image_id"]
-            self.capture(ids, progress=False)
+            self.capture(missing, progress=False)
             arrays = self._opened[layer]
+        if arrays is None:  # nothing asked for and nothing stored
+            return _empty(self.specs[layer], self.dtype)
         return arrays.read(rows)
 
     def _block(self, layer: str) -> int:
         return ops.block_rows(self.specs[layer], self.forms[layer], np.dtype(self.dtype).itemsize)
 
-    def _pairwise(self, sources, rows_a, rows_b, layers, classes=None):
+    def _pairwise(self, sources, sel_a: Selection, sel_b: Selection, layers: list[str], classes=None):
+        """Σ over (checkpoint, layer) terms of the first set's gradients against the second set's,
+        read in blocks; the first set's are stored ones, or computed against ``classes``."""
         def terms():  # one term's gradients of the first set in memory at a time
             for source, weight in sources:
+                computed = None if classes is None else source._computed(sel_a, classes, layers)
                 for layer in layers:
-                    grads_a = source._grads(layer, rows_a) if classes is None \
-                        else source._computed(layer, rows_a, classes)
-                    yield weight, grads_a, lambda rows, s=source, name=layer, a=grads_a: \
-                        a if classes is None and np.array_equal(rows, rows_a) else s._grads(name, rows)
+                    grads_a = source._grads(layer, sel_a) if computed is None else computed[layer]
+
+                    def read_b(part, s=source, name=layer, a=grads_a, reuse=computed is None):
+                        return a if reuse and np.array_equal(part.rows, sel_a.rows) else s._grads(name, part)
+                    yield weight, grads_a, read_b
 
         block = min(self._block(layer) for layer in layers)
-        return ops.pairwise(terms(), len(rows_a), rows_b, block)
+        return ops.pairwise(terms(), len(sel_a), sel_b, block)
 
-    def _computed(self, layer: str, rows: np.ndarray, classes: np.ndarray) -> Grads:
+    def _computed(self, selection: Selection, classes: np.ndarray, layers: list[str]) -> dict[str, Grads]:
+        """Compact gradients of ``layers`` against ``classes``, computed in memory (nothing stored)."""
         module = self._require_module("compute test gradients against a target")
-        if self._memo is None or self._memo[0] is not classes:
-            self._memo = (classes, compute_rows(self.store, module, self.specs, rows, classes))
-        grads = self._memo[1][layer]
-        dtype = getattr(torch, self.dtype)
-        return Grads(grads.spec, prefix=grads.prefix.to(dtype), suffix=grads.suffix.to(dtype))
+        specs = {layer: self.specs[layer] for layer in layers}
+        if not len(selection):
+            return {layer: _empty(spec, self.dtype) for layer, spec in specs.items()}
+        dtype = getattr(torch, self.dtype)  # on the CPU, like the stored gradients they are compared with
+        return {layer: Grads(g.spec, prefix=g.prefix.to("cpu", dtype), suffix=g.suffix.to("cpu", dtype))
+                for layer, g in compute_selection(self.store, module, specs, selection, classes).items()}
+
+    def _matrix(self, values: np.ndarray, sel_a: Selection, sel_b: Selection, name: str, **attrs) -> xr.DataArray:
+        return xr.DataArray(values, dims=("image_id_a", "image_id_b"),
+                            coords={"image_id_a": sel_a.ids, "image_id_b": sel_b.ids}, name=name,
+                            attrs={"model_id": self.model_id, **attrs})
 
     def _chosen(self, layers) -> list[str]:
         layers = self.layers if layers is None else [layers] if isinstance(layers, str) else list(layers)
@@ -325,43 +380,54 @@ class GradientStore:
             raise UnknownLayerError(f"Layer {layer!r} is not one of this GradientStore's layers: "
                                     f"{listing(self.layers)}. Make a GradientStore with it.")
 
-    def _at(self, model_id: str) -> GradientStore:
-        model_id = self.store.resolve_model(model_id)
-        if model_id == self.model_id:
+    def _at(self, record: ModelRecord) -> GradientStore:
+        if record.model_id == self.model_id:
             return self
-        return GradientStore(self.store, model_id, self.layers, self._form, dtype=self.dtype)
+        return GradientStore(self.store, record, self.layers, form=self._form, dtype=self.dtype)
 
-    def _checkpoints(self, checkpoints) -> list[str]:
+    def _checkpoints(self, checkpoints) -> list[ModelRecord]:
         if checkpoints is not None:
-            ids = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
-            return [self.store.resolve_model(c) for c in ids]
-        found, group = [self.model_id], self.store._arrays()
-        for ancestor in self.store.ancestors(self.model_id)["model_id"].to_list():
-            if all(gradients_path(ancestor, layer) in group for layer in self.layers):
-                found.append(ancestor)
+            given = [checkpoints] if isinstance(checkpoints, str | ModelRecord) else list(checkpoints)
+            return [self.store.model(c) for c in given]
+        found = [self.record]
+        for ancestor in self.record.lineage:  # parent first, up to the root
+            if all(self.store.results.group(ancestor, AREA, layer) is not None for layer in self.layers):
+                found.append(self.store.model(ancestor))
         return found
 
-    def _lr(self, model_id: str, lr) -> float:
+    def _lr(self, record: ModelRecord, lr) -> float:
         if isinstance(lr, dict):
-            if model_id not in lr:
-                raise ValueError(f"lr has no value for checkpoint {model_id}; give {{model_id: lr}} for each.")
-            return float(lr[model_id])
+            if record.model_id not in lr:
+                raise OptionError(f"lr has no value for checkpoint {record.model_id}; give {{model_id: lr}} for each.")
+            return float(lr[record.model_id])
         if lr is not None:
             return float(lr)
-        hyper = json.loads(self.store._row(model_id)["hyperparams"] or "{}")
-        return float(hyper.get("lr", 1.0))
+        return float(record.hyperparams.get("lr", 1.0))
 
-    def _targets(self, target, n: int) -> np.ndarray:
-        classes = self.store.classes
+    def _targets(self, target, selection: Selection) -> np.ndarray | None:
+        """None for the label (the stored gradients), else the class of each test image."""
+        if target is None or (isinstance(target, str) and target == "label"):
+            return None
+        if isinstance(target, str) and target == "prediction":
+            return predicted_classes(self.store, self._require_module("predict the test images"), selection)
+        classes, n = self.store.classes, len(selection)
         values = [target] * n if isinstance(target, int | str | np.integer) else list(target)
         if len(values) != n:
-            raise LabelError(f"target has {len(values)} values for {n} test images; give one, or one per image.")
+            raise TargetError(f"target has {len(values)} values for {n} test images; give one, or one per image.")
         out = []
         for value in values:
             if isinstance(value, str) and value in classes:
                 value = classes.index(value)
-            if not isinstance(value, int | np.integer) or not 0 <= value < max(len(classes), 1):
-                raise LabelError(f"Unknown target {value!r}; use a class index 0..{len(classes) - 1} "
-                                 f"or a class name ({listing(classes)}).")
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                    or not 0 <= value < max(len(classes), 1):
+                raise TargetError(f"Unknown target {value!r}; use 'label', 'prediction', a class index "
+                                  f"0..{len(classes) - 1} or a class name ({listing(classes)}).")
             out.append(int(value))
         return np.array(out, np.int64)
+
+
+def _empty(spec: LayerSpec, dtype: str) -> Grads:
+    """Gradients of no image (an empty selection)."""
+    dtype = getattr(torch, dtype)
+    return Grads(spec, prefix=torch.zeros((0, *spec.in_shape), dtype=dtype),
+                 suffix=torch.zeros((0, *spec.out_shape), dtype=dtype))

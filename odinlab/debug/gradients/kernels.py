@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from odinlab.debug.gradients.layers import LayerSpec
+from odinlab.errors import OptionError
 
 BLOCK_ELEMENTS = 1 << 24  # the largest intermediate of a block product (64 MiB in float32)
 METHODS = ("auto", "kernel", "restore")
@@ -139,7 +140,7 @@ class Grads:
 
 def _restore_cheaper(spec: LayerSpec, method: str, n: int, m: int, pairs_only: bool = False) -> bool:
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+        raise OptionError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
     if method != "auto":
         return method == "restore"
     p, c, d = spec.positions, spec.out_features, spec.fan_in + 1

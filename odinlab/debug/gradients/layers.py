@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from odinlab.errors import UnsupportedLayerError, listing
+from odinlab.torch_helpers import evaluating, hooks, module_device
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -79,7 +80,7 @@ class LayerSpec:
         """
         n = prefix.shape[0]
         if self.type == "Linear":
-            return prefix.reshape(n, -1, self.fan_in)
+            return prefix.reshape(n, self.positions, self.fan_in)  # explicit sizes: n may be 0
         padded = F.pad(prefix, self.padding) if any(self.padding) else prefix
         cols = F.unfold(padded, self.kernel_size, dilation=self.dilation, stride=self.stride)
         return cols.transpose(1, 2)
@@ -93,8 +94,8 @@ class LayerSpec:
         """
         n = suffix.shape[0]
         if self.type == "Linear":
-            return suffix.reshape(n, -1, self.out_features)
-        return suffix.reshape(n, self.out_features, -1).transpose(1, 2)
+            return suffix.reshape(n, self.positions, self.out_features)
+        return suffix.reshape(n, self.out_features, self.positions).transpose(1, 2)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -120,7 +121,7 @@ def layer_spec(name: str, module: nn.Module, in_shape, out_shape) -> LayerSpec:
     >>> layer_spec("bn", nn.BatchNorm2d(3), (3, 4, 4), (3, 4, 4))
     Traceback (most recent call last):
     ...
-    odinlab.debug.gradients.layers.UnsupportedLayerError: Layer 'bn' is a BatchNorm2d; per-sample gradients
+    odinlab.errors.UnsupportedLayerError: Layer 'bn' is a BatchNorm2d; per-sample gradients
     are kept for nn.Linear and nn.Conv2d layers only.
     """
     kind = type(module).__name__
@@ -161,21 +162,12 @@ def layer_specs(module: nn.Module, layers: list[str], input_shape, model_id: str
                 f"are kept for nn.Linear and nn.Conv2d layers only. Supported layers: {listing(supported, 40)}.")
     seen: dict[str, list] = {layer: [] for layer in layers}
 
-    def hook_for(layer):
-        def hook(mod, inputs, output):
-            seen[layer].append((tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
-        return hook
+    def on_output(name, output, inputs):  # per-sample shapes: drop the batch axis
+        seen[name].append((tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
 
-    handles = [modules[layer].register_forward_hook(hook_for(layer)) for layer in layers]
     param = next(module.parameters(), torch.empty(0))
-    was_training = module.training
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros(1, *input_shape, dtype=param.dtype, device=param.device))
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
+    with evaluating(module), hooks(module, layers, on_output), torch.no_grad():
+        module(torch.zeros(1, *input_shape, dtype=param.dtype, device=module_device(module)))
     specs = {}
     for layer in layers:
         if len(seen[layer]) != 1:

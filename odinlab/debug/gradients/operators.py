@@ -14,12 +14,12 @@ import torch
 
 from odinlab.debug.gradients.kernels import Grads
 from odinlab.debug.gradients.layers import LayerSpec
-from odinlab.errors import QueryShapeError
+from odinlab.errors import OptionError, QueryShapeError
 
 READ_BYTES = 256 << 20  # gradients of one block of rows read from the store at once
 
-# One term of a sum: (weight, gradients of the first set, reader of the second set's rows).
-Term = tuple[float, Grads, Callable[[np.ndarray], Grads]]
+# One term of a sum: (weight, gradients of the first set, reader of a slice of the second set).
+Term = tuple[float, Grads, Callable[..., Grads]]
 
 
 def block_rows(spec: LayerSpec, form: str, itemsize: int) -> int:
@@ -32,8 +32,11 @@ def block_rows(spec: LayerSpec, form: str, itemsize: int) -> int:
     return max(1, READ_BYTES // (values * itemsize))
 
 
-def pairwise(terms: Sequence[Term], n_a: int, rows_b: np.ndarray, block: int):
+def pairwise(terms: Sequence[Term], n_a: int, rows_b, block: int):
     """(Σ w·⟨a, b⟩ matrix, Σ w·‖a‖², Σ w·‖b‖²) over ``terms``, reading ``rows_b`` in blocks.
+
+    ``rows_b`` is anything with ``len`` and slices (a Selection, or row positions); each term's
+    reader gets one slice of it at a time.
 
     >>> spec = LayerSpec("fc", "Linear", (2,), (1,), (1, 2), False)
     >>> a = Grads(spec, prefix=torch.tensor([[1.0, 0.0]]), suffix=torch.tensor([[2.0]]))
@@ -62,22 +65,28 @@ def cosine(dots: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray) -> np.ndarray:
     return np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
 
 
+def check_k(k) -> int:
+    """``k`` if it is a positive int, else :class:`OptionError`."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise OptionError(f"k must be a positive int, not {k!r}.")
+    return int(k)
+
+
 def top_k(scores: np.ndarray, query_ids: Sequence[str], ids: Sequence[str], k: int) -> pl.DataFrame:
-    """The ``k`` highest scores of every row: query_id, rank, image_id, score (ties by position).
+    """The ``k`` highest scores of every row: image_id_a (the query), image_id_b (its neighbour),
+    rank, score; ties by position.
 
     >>> top_k(np.array([[0.1, 0.9, 0.5]]), ["q"], ["a", "b", "c"], 2).rows()
-    [('q', 1, 'b', 0.9), ('q', 2, 'c', 0.5)]
+    [('q', 'b', 1, 0.9), ('q', 'c', 2, 0.5)]
     """
-    if not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive int, not {k!r}.")
-    k = min(k, scores.shape[1])
+    k = min(check_k(k), scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return pl.DataFrame({
-        "query_id": np.repeat(np.asarray(query_ids, dtype=object), k).astype(str),
+        "image_id_a": np.repeat(np.asarray(query_ids, dtype=object), k).astype(str),
+        "image_id_b": np.asarray(ids, dtype=object)[order.ravel()].astype(str),
         "rank": np.tile(np.arange(1, k + 1), len(scores)),
-        "image_id": np.asarray(ids, dtype=object)[order.ravel()].astype(str),
         "score": np.take_along_axis(scores, order, axis=1).ravel(),
-    })
+    }, schema={"image_id_a": pl.String, "image_id_b": pl.String, "rank": pl.Int64, "score": pl.Float64})
 
 
 def flat_query(spec: LayerSpec, query, dtype: torch.dtype) -> torch.Tensor:
