@@ -1,200 +1,263 @@
 """Error analysis from stored predictions: what a model gets wrong, how sure it was, and why.
 
-Everything here reads ``store.predictions(model_id)`` (materialize first), so it costs no
-forward pass; results that need a computation are cached in the store.
+Everything here reads ``store.predictions(model, images)`` (materialize first), so it costs
+no forward pass; results that need a computation are cached in the store. Every function
+takes ``(store, model, images=None, *, options)`` and returns a polars frame whose columns
+follow the package's vocabulary: ``label``/``label_name`` for the given class,
+``predicted``/``predicted_name`` for the predicted one, ``image_id``/``image_ids`` for images.
+Draw the results with :mod:`odinlab.draw` (e.g. ``draw.confusion.confusion_figure``).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-import plotly.graph_objects as go
 import polars as pl
 
-from odinlab.store.layout import digest
 from odinlab.errors import NotMaterializedError
-from odinlab.store.images import ImageSelection
-from odinlab.store.metrics import confusion_matrix as _matrix
+from odinlab.store.layout import digest
+from odinlab.store.records import ModelRecord
+from odinlab.store.selection import ImageSelection, Selection
+
+# Columns of stored predictions that per-image results keep, after the image's id and label.
+PREDICTION_COLUMNS = ("predicted", "predicted_name", "confidence", "margin", "loss", "correct")
 
 
-def predictions_for(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:
-    """Stored predictions of labelled images; refuses clearly when none are materialized.
+def confusion_matrix(store, model, images: ImageSelection = None) -> pl.DataFrame:
+    """One row per cell (label, predicted) of the confusion matrix, with the images in it.
 
-    >>> _ = store.materialize(net, images="val", progress=False)
-    >>> predictions_for(store, "cnn@1", "val").height
-    269
-    """
-    model_id = store.resolve_model(model_id)
-    selected = store.select(images)
-    frame = store.predictions(model_id, selected).filter(pl.col("label").is_not_null())
-    if frame.height < selected.filter(pl.col("label").is_not_null()).height:
-        missing = selected.height - frame.height
-        raise NotMaterializedError(
-            f"{missing} of the selected images have no stored predictions of {model_id}; "
-            f"run store.materialize(model, images=...) for them first."
-        )
-    return frame
-
-
-def confusion_matrix(store, model_id: str, images: ImageSelection = None) -> np.ndarray:
-    """``C[i, j]`` = images of class i predicted as j, from stored predictions.
+    Columns: label, label_name, predicted, predicted_name, count, image_ids (the ids of the
+    images in that cell, in selection order). Every cell is present, empty ones with count 0,
+    in row-major order, so ``frame["count"].to_numpy().reshape(n, n)`` is the matrix.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> int(confusion_matrix(store, "cnn@1", "val").sum())
-    269
+    >>> cells = confusion_matrix(store, "cnn@1", "val")
+    >>> cells.columns
+    ['label', 'label_name', 'predicted', 'predicted_name', 'count', 'image_ids']
+    >>> int(cells["count"].sum()), cells.height
+    (269, 100)
+    >>> cell = cells.filter((pl.col("label") == 3) & (pl.col("predicted") == 3)).row(0, named=True)
+    >>> len(cell["image_ids"]) == cell["count"]
+    True
     """
-    frame = predictions_for(store, model_id, images)
-    return _matrix(frame["label"].to_numpy(), frame["predicted"].to_numpy(), _n_classes(store, model_id))
+    record = store.model(model)
+    frame, _ = _stored_predictions(store, record, store.select(images))
+    return _cells(frame, record.classes)
 
 
-def confusion_figure(store, model_id: str, images: ImageSelection = None) -> go.Figure:
-    """A plotly heat map of the confusion matrix, class names on both axes.
-
-    >>> _ = store.materialize(net, images="val", progress=False)
-    >>> confusion_figure(store, "cnn@1", "val").data[0].type
-    'heatmap'
-    """
-    matrix = confusion_matrix(store, model_id, images)
-    names = _class_names(store, model_id)
-    figure = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", text=matrix,
-                                  texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}"))
-    figure.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                         title=f"Confusion matrix of {store.resolve_model(model_id)}")
-    return figure
-
-
-def per_class_metrics(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:
-    """Precision, recall, F1 and support per class.
+def per_class_metrics(store, model, images: ImageSelection = None) -> pl.DataFrame:
+    """Precision, recall, F1 and support per class (columns label, label_name, ...).
 
     >>> _ = store.materialize(net, images="val", progress=False)
     >>> per_class_metrics(store, "cnn@1", "val").columns
-    ['class', 'name', 'precision', 'recall', 'f1', 'support']
+    ['label', 'label_name', 'precision', 'recall', 'f1', 'support']
     """
-    matrix = confusion_matrix(store, model_id, images).astype(float)
+    record = store.model(model)
+    frame, _ = _stored_predictions(store, record, store.select(images))
+    n = record.num_classes
+    matrix = _cells(frame, record.classes)["count"].to_numpy().reshape(n, n).astype(float)
     hits, predicted, actual = np.diag(matrix), matrix.sum(0), matrix.sum(1)
     precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
     recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
-    return pl.DataFrame({"class": np.arange(len(hits)), "name": _class_names(store, model_id),
-                         "precision": precision, "recall": recall, "f1": f1, "support": actual.astype(int)})
+    return pl.DataFrame({"label": np.arange(n), "label_name": list(record.classes), "precision": precision,
+                         "recall": recall, "f1": f1, "support": actual.astype(np.int64)})
 
 
-def hardness(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:
-    """Per image: entropy of the predicted distribution (nats), margin, confidence, correct.
+def hardness(store, model, images: ImageSelection = None) -> pl.DataFrame:
+    """Per image: its prediction and the entropy of the predicted distribution (nats).
 
-    Sorted hardest first (highest entropy).
+    Sorted hardest first (highest entropy); the images' columns (split, metadata) come last.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> hardness(store, "cnn@1", "val")["entropy"].is_sorted(descending=True)
-    True
+    >>> hard = hardness(store, "cnn@1", "val")
+    >>> hard["entropy"].is_sorted(descending=True), hard.columns[:4]
+    (True, ['image_id', 'label', 'label_name', 'predicted'])
     """
-    frame = predictions_for(store, model_id, images)
+    record = store.model(model)
+    frame, selection = _stored_predictions(store, record, store.select(images))
     probs = _probabilities(frame)
     entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
-    return frame.select("image_id", "label", "predicted", "confidence", "margin", "correct").with_columns(
-        entropy=pl.Series(entropy)).sort("entropy", descending=True)
+    return _per_image(frame.with_columns(entropy=pl.Series(entropy, dtype=pl.Float64)), selection,
+                      (*PREDICTION_COLUMNS, "entropy")).sort("entropy", descending=True, maintain_order=True)
 
 
-def confident_mistakes(store, model_id: str, images: ImageSelection = None, k: int = 20) -> pl.DataFrame:
-    """The ``k`` misclassified images the model was most sure about.
+def confident_mistakes(store, model, images: ImageSelection = None, *, k: int = 20) -> pl.DataFrame:
+    """The ``k`` misclassified images the model was most sure about, with their metadata.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> confident_mistakes(store, "cnn@1", "val", k=3)["correct"].to_list()
-    [False, False, False]
+    >>> mistakes = confident_mistakes(store, "cnn@1", "val", k=3)
+    >>> mistakes["correct"].to_list(), "ink" in mistakes.columns
+    ([False, False, False], True)
     """
-    frame = predictions_for(store, model_id, images)
-    return (frame.filter(~pl.col("correct")).sort("confidence", descending=True).head(k)
-            .select("image_id", "label", "predicted", "confidence", "margin", "loss", "correct"))
+    record = store.model(model)
+    frame, selection = _stored_predictions(store, record, store.select(images))
+    wrong = frame.filter(~pl.col("correct")).sort("confidence", descending=True, maintain_order=True).head(k)
+    return _per_image(wrong, selection, PREDICTION_COLUMNS)
 
 
-def label_errors(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:
+def label_errors(store, model, images: ImageSelection = None) -> pl.DataFrame:
     """Images whose given label is probably wrong, most suspicious first (confident learning).
 
     Per class j a threshold t_j is the mean probability of j over images labelled j. An image
     is suspect when the probability of its label is below that label's threshold while
     another class k reaches t_k; suspects are ranked by the probability of the given label
-    (lowest first). ``out_of_sample`` says the model did not train on the image (from the
-    experiments' training sets): those probabilities are the ones to trust.
+    (lowest first). ``suggested`` is that other class. ``out_of_sample`` says the model did not
+    train on the image (from the experiments' training sets): those probabilities are the ones
+    to trust. The images' columns (split, metadata) come last.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> label_errors(store, "cnn@1", "val").columns[:4]
-    ['image_id', 'label', 'suggested', 'p_label']
+    >>> label_errors(store, "cnn@1", "val").columns[:6]
+    ['image_id', 'label', 'label_name', 'suggested', 'suggested_name', 'p_label']
     """
-    frame = predictions_for(store, model_id, images)
+    record = store.model(model)
+    frame, selection = _stored_predictions(store, record, store.select(images))
     probs, labels = _probabilities(frame), frame["label"].to_numpy()
     thresholds = np.array([probs[labels == j, j].mean() if (labels == j).any() else 1.0
                            for j in range(probs.shape[1])])
-    p_label = probs[np.arange(len(labels)), labels]
+    every = np.arange(len(labels))
+    p_label = probs[every, labels]
     confident = np.where(probs >= thresholds[None, :], probs, -1.0)
-    confident[np.arange(len(labels)), labels] = -1.0  # another class must be the confident one
+    confident[every, labels] = -1.0  # another class must be the confident one
     suggested = confident.argmax(axis=1)
     suspect = (p_label < thresholds[labels]) & (confident.max(axis=1) >= 0)
-    trained_on = _training_images(store, model_id)
-    result = pl.DataFrame({
-        "image_id": frame["image_id"], "label": labels, "suggested": suggested,
-        "p_label": p_label, "p_suggested": probs[np.arange(len(labels)), suggested],
-        "out_of_sample": ~frame["image_id"].is_in(trained_on.implode()).to_numpy(),
-    }).filter(pl.Series(suspect))
-    return result.sort(["p_label", "p_suggested"], descending=[False, True])
+    scored = frame.with_columns(
+        suggested=pl.Series(suggested, dtype=pl.Int64),
+        suggested_name=_named(pl.Series(suggested, dtype=pl.Int64), record.classes),
+        p_label=pl.Series(p_label, dtype=pl.Float64),
+        p_suggested=pl.Series(probs[every, suggested], dtype=pl.Float64),
+        out_of_sample=~pl.col("image_id").is_in(_training_images(store, record).implode()),
+    ).filter(pl.Series(suspect, dtype=pl.Boolean))
+    columns = ("suggested", "suggested_name", "p_label", "p_suggested", "out_of_sample")
+    return _per_image(scored, selection, columns).sort(["p_label", "p_suggested"], descending=[False, True],
+                                                       maintain_order=True)
 
 
-def error_exemplars(store, model_id: str, layer: str, images: ImageSelection = None,
+def error_exemplars(store, model, layer: str, images: ImageSelection = None, *,
                     n_clusters: int | None = None, seed: int = 0) -> pl.DataFrame:
     """Representative misclassified images: clusters of the errors in ``layer``'s space.
 
-    Returns one row per cluster: its medoid image, size, and dominant (true, predicted) pair
-    with the share of the cluster it covers; largest clusters first. Cached in the store.
+    One row per cluster, largest first: ``image_id`` (the medoid: the member nearest the
+    cluster's centre), ``size``, the dominant (label, predicted) pair with the share of the
+    cluster it covers (``pair_share``), and ``image_ids`` (all members). Cached in the store.
 
     >>> _ = store.materialize(net, ["head.fc1"], "val", progress=False)
-    >>> error_exemplars(store, "cnn@1", "head.fc1", "val", n_clusters=2).columns[:3]
-    ['cluster', 'medoid', 'size']
+    >>> clusters = error_exemplars(store, "cnn@1", "head.fc1", "val", n_clusters=2)
+    >>> clusters.columns[:3], clusters["image_ids"].list.len().sum() == clusters["size"].sum()
+    (['cluster', 'image_id', 'size'], True)
     """
+    record = store.model(model)
+    frame, selection = _stored_predictions(store, record, store.select(images))
+    mask = ~frame["correct"].to_numpy()
+    wrong, wrong_frame = selection.where(mask), frame.filter(pl.Series(mask, dtype=pl.Boolean))
+    params = {"layer": layer, "images": digest({"ids": sorted(wrong.ids)}), "k": n_clusters, "seed": seed,
+              "columns": 2}  # "columns": results before the image_id/image_ids vocabulary are not reused
+    return store.results.table(record, "error_exemplars", params,
+                               lambda: _clusters(store, record, layer, wrong, wrong_frame, n_clusters, seed))
+
+
+def confusion_figure(store, model, images: ImageSelection = None):
+    """Deprecated: draw ``confusion_matrix``'s frame with ``odinlab.draw.confusion.confusion_figure``.
+
+    >>> import warnings
+    >>> _ = store.materialize(net, images="val", progress=False)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     figure = confusion_figure(store, "cnn@1", "val")
+    >>> figure.data[0].type, caught[0].category.__name__
+    ('heatmap', 'DeprecationWarning')
+    """
+    warnings.warn("error_analysis.confusion_figure(store, model, images) is deprecated; use "
+                  "odinlab.draw.confusion.confusion_figure(error_analysis.confusion_matrix(store, model, images)).",
+                  DeprecationWarning, stacklevel=2)
+    # Drawing stays out of the analysis' imports (no plotly for analyses).
+    from odinlab.draw.confusion import confusion_figure as draw
+
+    record = store.model(model)
+    return draw(confusion_matrix(store, record, images), title=f"Confusion matrix of {record.model_id}")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _stored_predictions(store, record: ModelRecord, selection: Selection) -> tuple[pl.DataFrame, Selection]:
+    """Stored predictions of the selection's labelled images (aligned with the returned selection
+    of those images), with ``predicted_name``; refuses clearly when some are not materialized."""
+    selection = selection.where(pl.col("label").is_not_null())
+    frame = store.predictions(record, selection)
+    if frame.height < len(selection):
+        raise NotMaterializedError(
+            f"{len(selection) - frame.height} of the {len(selection)} selected images have no stored predictions "
+            f"of {record.model_id}; run store.materialize(model, images=...) for them first."
+        )
+    return frame.with_columns(predicted_name=_named("predicted", record.classes)), selection
+
+
+def _cells(frame: pl.DataFrame, classes: tuple[str, ...]) -> pl.DataFrame:
+    """Every (label, predicted) cell in row-major order, with its count and image ids."""
+    n = len(classes)
+    grid = pl.DataFrame({"label": np.repeat(np.arange(n), n), "predicted": np.tile(np.arange(n), n)},
+                        schema={"label": pl.Int64, "predicted": pl.Int64})
+    found = frame.group_by("label", "predicted", maintain_order=True).agg(
+        count=pl.len().cast(pl.Int64), image_ids=pl.col("image_id"))
+    return grid.join(found, on=["label", "predicted"], how="left", maintain_order="left").select(
+        "label", label_name=_named("label", classes), predicted="predicted",
+        predicted_name=_named("predicted", classes),
+        count=pl.col("count").fill_null(0),
+        image_ids=pl.col("image_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+    )
+
+
+def _named(column: str | pl.Series, classes: tuple[str, ...]) -> pl.Expr:
+    """The class names of a column of class indices."""
+    column = pl.col(column) if isinstance(column, str) else pl.lit(column)
+    return column.replace_strict(dict(enumerate(classes)), default=None, return_dtype=pl.String)
+
+
+def _per_image(frame: pl.DataFrame, selection: Selection, columns) -> pl.DataFrame:
+    """Id and label first, then ``columns``, then the rest of the images' columns (split, metadata)."""
+    first = ("image_id", "label", "label_name")
+    rest = [c for c in selection.frame.columns if c not in first and c not in columns]
+    return frame.select(*first, *columns, *rest)
+
+
+def _clusters(store, record: ModelRecord, layer: str, wrong: Selection, frame: pl.DataFrame,
+              n_clusters: int | None, seed: int) -> pl.DataFrame:
+    # sklearn is slow to import; only clustering needs it.
     from sklearn.cluster import KMeans
 
-    wrong = predictions_for(store, model_id, images).filter(~pl.col("correct"))
-    ids = wrong["image_id"].to_list()
-    params = {"layer": layer, "images": digest({"ids": sorted(ids)}), "k": n_clusters, "seed": seed}
-
-    def compute() -> pl.DataFrame:
-        if not ids:
-            return pl.DataFrame(schema={"cluster": pl.Int64, "medoid": pl.String, "size": pl.Int64,
-                                        "true": pl.Int64, "predicted": pl.Int64, "pair_share": pl.Float64,
-                                        "members": pl.List(pl.String)})
-        features = store.activations(model_id, layer, ids).reshape(len(ids), -1)
-        k = min(n_clusters or max(1, int(np.sqrt(len(ids) / 2))), len(ids))
-        fitted = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(features)
-        rows = []
-        for cluster in range(k):
-            members = np.flatnonzero(fitted.labels_ == cluster)
-            distances = np.linalg.norm(features[members] - fitted.cluster_centers_[cluster], axis=1)
-            pairs = wrong[members].group_by("label", "predicted").len().sort("len", descending=True)
-            rows.append({"cluster": cluster, "medoid": ids[members[distances.argmin()]], "size": len(members),
-                         "true": pairs["label"][0], "predicted": pairs["predicted"][0],
-                         "pair_share": pairs["len"][0] / len(members),
-                         "members": [ids[m] for m in members]})
-        return pl.DataFrame(rows).sort("size", descending=True)
-
-    return store.results.table(model_id, "error_exemplars", params, compute)
+    if len(wrong) == 0:
+        return pl.DataFrame(schema={
+            "cluster": pl.Int64, "image_id": pl.String, "size": pl.Int64, "label": pl.Int64,
+            "label_name": pl.String, "predicted": pl.Int64, "predicted_name": pl.String,
+            "pair_share": pl.Float64, "image_ids": pl.List(pl.String)})
+    features = store.activations(record, layer, wrong).values.reshape(len(wrong), -1).astype(np.float64)
+    k = min(n_clusters or max(1, int(np.sqrt(len(wrong) / 2))), len(wrong))
+    fitted = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(features)
+    ids, rows = wrong.ids, []
+    for cluster in range(k):
+        members = np.flatnonzero(fitted.labels_ == cluster)
+        distances = np.linalg.norm(features[members] - fitted.cluster_centers_[cluster], axis=1)
+        pairs = (frame[members].group_by("label", "label_name", "predicted", "predicted_name", maintain_order=True)
+                 .len().sort("len", descending=True, maintain_order=True))
+        top = pairs.row(0, named=True)
+        rows.append({"cluster": cluster, "image_id": ids[members[distances.argmin()]], "size": len(members),
+                     "label": top["label"], "label_name": top["label_name"], "predicted": top["predicted"],
+                     "predicted_name": top["predicted_name"], "pair_share": top["len"] / len(members),
+                     "image_ids": [ids[m] for m in members]})
+    return pl.DataFrame(rows).sort("size", descending=True, maintain_order=True)
 
 
 def _probabilities(frame: pl.DataFrame) -> np.ndarray:
     return np.stack(frame["probabilities"].to_numpy()) if frame.height else np.zeros((0, 1))
 
 
-def _n_classes(store, model_id: str) -> int:
-    return len(store._row(store.resolve_model(model_id))["classes"])
-
-
-def _class_names(store, model_id: str) -> list[str]:
-    return list(store._row(store.resolve_model(model_id))["classes"])
-
-
-def _training_images(store, model_id: str) -> pl.Series:
-    runs = store.experiments.filter((pl.col("model_id") == store.resolve_model(model_id))
-                                    & pl.col("train_set").is_not_null())
+def _training_images(store, record: ModelRecord) -> pl.Series:
+    runs = store.experiments.filter((pl.col("model_id") == record.model_id) & pl.col("train_set").is_not_null())
     sets = store.image_sets.filter(pl.col("set_id").is_in(runs["train_set"].implode()))
     return sets["image_id"].unique()
 
 
 __all__ = ["confident_mistakes", "confusion_figure", "confusion_matrix", "error_exemplars", "hardness",
-           "label_errors", "per_class_metrics", "predictions_for"]
+           "label_errors", "per_class_metrics"]

@@ -3,82 +3,144 @@
 Reads materialized activations (computed on demand when this session has the module). A
 convolutional channel's activation for an image is its spatial mean. Every score is computed
 for all units at once with matrix operations; results are cached in the store.
+
+A unit that gives the same value for every selected image (a "dead" ReLU channel: 0.0
+everywhere) has no top images: :func:`top_images` flags it and logs a warning instead of
+presenting an arbitrary order of tied images.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
+import xarray as xr
 from scipy.stats import rankdata
 
+from odinlab.errors import (
+    LabelError,
+    OptionError,
+    UnknownColumnError,
+    UnknownImageError,
+    UnknownUnitError,
+)
+from odinlab.store.labelled import labelled
 from odinlab.store.layout import digest
-from odinlab.errors import LabelError, UnknownColumnError, UnknownUnitError
-from odinlab.store.images import ImageSelection
+from odinlab.store.selection import ImageSelection, Selection
+
+log = logging.getLogger(__name__)
+
+VERSION = 2  # of the cached results' format; part of their keys
 
 
-def unit_activations(store, model_id: str, layer: str, images: ImageSelection = None) -> np.ndarray:
-    """(images, units) activations of ``layer``: conv channels averaged over space.
+def unit_activations(store, model, layer: str, images: ImageSelection = None) -> xr.DataArray:
+    """(image_id, unit) activations of ``layer``: conv channels averaged over space.
 
-    >>> unit_activations(store, "cnn@1", "features.relu2", "val").shape
-    (269, 32)
+    >>> acts = unit_activations(store, "cnn@1", "features.relu2", "val")
+    >>> acts.shape, acts.dims
+    ((269, 32), ('image_id', 'unit'))
     """
-    values = store.activations(model_id, layer, images)
-    return values.reshape(len(values), values.shape[1], -1).mean(axis=2) if values.ndim > 2 else values
+    record, selection = store.model(model), store.select(images)
+    values = _unit_values(store, record, layer, selection)
+    return labelled(values, selection.ids, dims=("unit",), name=layer, model_id=record.model_id)
 
 
-def top_images(store, model_id: str, layer: str, unit: int | None = None, k: int = 9,
-               images: ImageSelection = None) -> pl.DataFrame:
-    """The ``k`` images that activate each unit (or one ``unit``) most: unit, rank, image_id, activation.
+def top_images(store, model, layer: str, images: ImageSelection = None, *, unit: int | None = None, k: int = 9,
+               lowest: bool = False) -> pl.DataFrame:
+    """The ``k`` images that activate each unit (or one ``unit``) most (least with ``lowest=True``).
 
-    >>> top_images(store, "cnn@1", "head.fc1", unit=3, k=2, images="val")["rank"].to_list()
-    [1, 2]
+    Columns: unit, rank, image_id, label, label_name, activation, dead. Images at the unit's
+    least value over the selection (for a ReLU: those it is silent on) are never ranked, so a
+    sparse unit may list fewer than ``k``. A unit with one value on every image is ``dead``:
+    one row with no image and a logged warning, never a ranking of ties.
+
+    >>> top = top_images(store, "cnn@1", "head.fc1", "val", unit=3, k=2)
+    >>> top["rank"].to_list(), top["dead"].to_list()
+    ([1, 2], [False, False])
     """
-    ids = store.select(images)["image_id"]
-    acts = unit_activations(store, model_id, layer, ids)
-    units = _check_units(acts.shape[1], unit, layer)
-    k = min(k, len(ids))
-    order = np.argsort(-acts[:, units], axis=0, kind="stable")[:k]  # (k, units)
-    return pl.DataFrame({
-        "unit": np.repeat(units, k), "rank": np.tile(np.arange(1, k + 1), len(units)),
-        "image_id": ids.to_numpy()[order.T.ravel()],
-        "activation": acts[order, units[None, :]].T.ravel(),
-    })
+    record, selection = store.model(model), store.select(images)
+    values = _unit_values(store, record, layer, selection)
+    units = _check_units(values.shape[1], unit, layer)
+    return rank_images(values[:, units], selection, k=k, lowest=lowest, units=units,
+                       what=f"{layer} of {record.model_id}")
 
 
-def unit_scores(store, model_id: str, layer: str, column: str = "label",
-                images: ImageSelection = None) -> pl.DataFrame:
-    """How well each unit separates a label or metadata column, best first.
+def rank_images(values: np.ndarray, selection: Selection, *, k: int = 9, lowest: bool = False,
+                units: np.ndarray | None = None, what: str = "") -> pl.DataFrame:
+    """Rank the images of ``selection`` by each column of ``values`` (N, U): the one ranking
+    behind :func:`top_images` and ``Maximizer.top_images`` (same columns and rules).
+
+    >>> sel = store.select(["digits-0000", "digits-0001", "digits-0002"])
+    >>> rank_images(np.array([[0.0, 1.0], [2.0, 1.0], [0.0, 1.0]]), sel, k=2).select("unit", "rank", "dead").rows()
+    [(0, 1, False), (1, None, True)]
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise OptionError(f"k must be a positive int, not {k!r}.")
+    values = np.asarray(values, np.float64).reshape(len(selection), -1)
+    units = np.arange(values.shape[1]) if units is None else np.asarray(units)
+    frame = selection.frame
+    parts, dead_units = [], []
+    for column, unit in enumerate(units.tolist()):
+        v = values[:, column]
+        if len(v) == 0 or v.max() == v.min():
+            dead_units.append(unit)
+            parts.append(_rows(frame.head(0), unit, [None], [float(v[0]) if len(v) else None], dead=True))
+            continue
+        floor = v.max() if lowest else v.min()
+        order = np.argsort(v if lowest else -v, kind="stable")
+        order = order[v[order] != floor][: int(k)]  # a tie at the floor is no ranking
+        parts.append(_rows(frame[order.tolist()], unit, list(range(1, len(order) + 1)), v[order].tolist()))
+    if dead_units:
+        log.warning("%s: unit%s %s %s the same activation on all %d images (dead here); no top images.",
+                    what or "these units", "s" if len(dead_units) > 1 else "", ", ".join(map(str, dead_units[:20])),
+                    "have" if len(dead_units) > 1 else "has", len(selection))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _rows(frame: pl.DataFrame, unit: int, ranks: list, activations: list, dead: bool = False) -> pl.DataFrame:
+    n = len(ranks)
+    ids = frame.select("image_id", "label", "label_name") if frame.height else pl.DataFrame(
+        {"image_id": [None] * n, "label": [None] * n, "label_name": [None] * n},
+        schema={"image_id": pl.String, "label": pl.Int64, "label_name": pl.String})
+    return pl.DataFrame({"unit": [unit] * n, "rank": ranks}, schema={"unit": pl.Int64, "rank": pl.Int64}).hstack(
+        ids).with_columns(activation=pl.Series(activations, dtype=pl.Float64), dead=pl.lit(dead))
+
+
+def unit_scores(store, model, layer: str, images: ImageSelection = None, *, by: str = "label") -> pl.DataFrame:
+    """How well each unit separates the values of ``by`` (a label or metadata column), best first.
 
     For a categorical column (``label``, strings, booleans): one-vs-rest ROC AUC of every
-    unit for every value (``score`` = |AUC − 0.5| · 2, ``auc`` kept). For a numeric column:
-    Spearman correlation (``score`` = |rho|). Cached in the store.
+    unit for every value, computed by :func:`odinlab.sampling.estimators.domain_auc` over all
+    the images (``score`` = |AUC − 0.5| · 2, ``auc`` kept); columns unit, ``<by>`` (plus
+    ``label_name`` for labels), auc, score. For a numeric column: Spearman correlation;
+    columns unit, rho, score. Cached in the store.
 
-    >>> unit_scores(store, "cnn@1", "head.fc1", "label", "val").columns
-    ['unit', 'value', 'auc', 'score']
+    >>> unit_scores(store, "cnn@1", "head.fc1", "val").columns
+    ['unit', 'label', 'label_name', 'auc', 'score']
     """
-    rows = store.select(images)
-    target = _column(rows, column)
-    params = {"layer": layer, "column": column, "images": digest({"ids": rows["image_id"].to_list()})}
+    record, selection = store.model(model), _select(store, images)
+    target = _column(selection, by)
+    params = {"v": VERSION, "layer": layer, "by": by, "images": digest({"ids": selection.ids})}
 
     def compute() -> pl.DataFrame:
-        acts = unit_activations(store, model_id, layer, rows["image_id"])
-        ranks = rankdata(acts, axis=0)  # (images, units): average ranks handle ties
-        if target.dtype.is_numeric() and column != "label" and target.n_unique() > 2:
-            return _spearman(ranks, target.to_numpy().astype(float))
-        return _auc(ranks, target)
+        values = _unit_values(store, record, layer, selection)
+        if _numeric(target, by):
+            return _spearman(values, target.to_numpy().astype(float))
+        return _auc(values, target, by, record.classes)
 
-    return store.results.table(model_id, "unit_scores", params, compute)
+    return store.results.table(record, "unit_scores", params, compute)
 
 
-def linear_probe(store, model_id: str, layers: list[str], column: str = "label",
-                 images: ImageSelection = None, cv: int = 5, seed: int = 0) -> pl.DataFrame:
-    """Which layer's features best predict a label or metadata column? (Vista's question.)
+def linear_probe(store, model, layers: list[str], images: ImageSelection = None, *, by: str = "label",
+                 cv: int = 5, seed: int = 0) -> pl.DataFrame:
+    """Which layer's features best predict ``by`` (a label or metadata column)? (Vista's question.)
 
     Per layer: a standardized logistic regression (categorical column, score = accuracy) or
     ridge regression (numeric, score = R²), cross-validated with ``cv`` folds; features are
     the layer's unit activations. Best layer first; cached in the store.
 
-    >>> linear_probe(store, "cnn@1", ["features.relu1", "head.fc1"], images="val", cv=3)["layer"][0]
+    >>> linear_probe(store, "cnn@1", ["features.relu1", "head.fc1"], "val", cv=3)["layer"][0]
     'head.fc1'
     """
     from sklearn.linear_model import LogisticRegression, RidgeCV
@@ -86,68 +148,103 @@ def linear_probe(store, model_id: str, layers: list[str], column: str = "label",
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    rows = store.select(images)
-    target = _column(rows, column)
-    keep = target.is_not_null().to_numpy()
-    ids, y = rows["image_id"].filter(pl.Series(keep)), target.drop_nulls().to_numpy()
-    numeric = target.dtype.is_numeric() and column != "label" and target.n_unique() > 2
-    params = {"layers": layers, "column": column, "cv": cv, "seed": seed,
-              "images": digest({"ids": ids.to_list()})}
+    record, selection = store.model(model), _select(store, images)
+    layers = store.check_layers(record, layers)
+    target = _column(selection, by)
+    selection = selection[target.is_not_null().to_numpy()]
+    y, numeric = selection[by].to_numpy(), _numeric(target, by)
+    params = {"v": VERSION, "layers": layers, "by": by, "cv": cv, "seed": seed,
+              "images": digest({"ids": selection.ids})}
 
     def compute() -> pl.DataFrame:
         results = []
         for layer in layers:
-            x = unit_activations(store, model_id, layer, ids)
+            x = _unit_values(store, record, layer, selection)
             if numeric:
-                model, folds, scoring = RidgeCV(alphas=np.logspace(-3, 3, 7)), KFold(cv, shuffle=True, random_state=seed), "r2"
+                estimator, scoring = RidgeCV(alphas=np.logspace(-3, 3, 7)), "r2"
+                folds = KFold(cv, shuffle=True, random_state=seed)
             else:
-                model = LogisticRegression(max_iter=500)
-                folds, scoring = StratifiedKFold(cv, shuffle=True, random_state=seed), "accuracy"
-            scores = cross_val_score(make_pipeline(StandardScaler(), model), x, y, cv=folds, scoring=scoring)
+                estimator, scoring = LogisticRegression(max_iter=500), "accuracy"
+                folds = StratifiedKFold(cv, shuffle=True, random_state=seed)
+            scores = cross_val_score(make_pipeline(StandardScaler(), estimator), x, y, cv=folds, scoring=scoring)
             results.append({"layer": layer, "units": x.shape[1], "metric": scoring,
                             "score": float(scores.mean()), "std": float(scores.std())})
         return pl.DataFrame(results).sort("score", descending=True)
 
-    return store.results.table(model_id, "linear_probe", params, compute)
+    return store.results.table(record, "linear_probe", params, compute)
 
 
-def _auc(ranks: np.ndarray, target: pl.Series) -> pl.DataFrame:
-    values = target.to_numpy()
-    frames = []
-    for value in sorted(set(v for v in values.tolist() if v is not None), key=str):
-        positive = values == value
-        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-        if n_pos == 0 or n_neg == 0:
+def _select(store, images: ImageSelection) -> Selection:
+    """``store.select(images)``, and for a column name given where the images go, the fix."""
+    try:
+        return store.select(images)
+    except UnknownImageError:
+        if isinstance(images, str) and images in store.images.columns:
+            raise OptionError(f"{images!r} is a column, not an image selection: group by it with by={images!r} "
+                              f"(the images come right after the layer).") from None
+        raise
+
+
+def _unit_values(store, record, layer: str, selection: Selection) -> np.ndarray:
+    """(N, units) float32 activations, conv maps averaged over space (read once per call)."""
+    values = store.activations(record, layer, selection, store=not store.read_only).values
+    values = np.asarray(values, np.float32)
+    return values.reshape(len(values), values.shape[1], -1).mean(axis=2) if values.ndim > 2 else values
+
+
+def _auc(values: np.ndarray, target: pl.Series, by: str, classes: tuple[str, ...]) -> pl.DataFrame:
+    # Imported here: odinlab.sampling imports this module, so a top-level import would be circular.
+    from odinlab.sampling.estimators import Design, domain_auc
+
+    valid = target.is_not_null().to_numpy()
+    design, frames = Design.full_scan(len(values)), []
+    for value in sorted(target.drop_nulls().unique().to_list(), key=str):
+        positive = (target == value).fill_null(False).to_numpy()
+        if positive.sum() == 0 or (valid & ~positive).sum() == 0:
             continue
-        # Mann-Whitney: AUC = (sum of positive ranks - n_pos(n_pos+1)/2) / (n_pos n_neg), all units at once.
-        auc = (ranks[positive].sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-        frames.append(pl.DataFrame({"unit": np.arange(len(auc)), "value": str(value), "auc": auc,
-                                    "score": np.abs(auc - 0.5) * 2}))
+        auc, _ = domain_auc(values, positive, design, valid=valid)
+        frame = pl.DataFrame({"unit": np.arange(len(auc))}).with_columns(pl.lit(value, dtype=target.dtype).alias(by))
+        if by == "label":
+            frame = frame.with_columns(label_name=pl.lit(classes[value] if 0 <= value < len(classes) else None,
+                                                         dtype=pl.String))
+        frames.append(frame.with_columns(auc=pl.Series(auc, dtype=pl.Float64),
+                                         score=pl.Series(np.abs(auc - 0.5) * 2, dtype=pl.Float64)))
     if not frames:
-        raise LabelError("The column has a single value over these images; nothing to separate.")
-    return pl.concat(frames).sort("score", descending=True)
+        raise LabelError(f"{by!r} has a single value over these images; nothing to separate.")
+    return pl.concat(frames).sort("score", descending=True, maintain_order=True)
 
 
-def _spearman(ranks: np.ndarray, target: np.ndarray) -> pl.DataFrame:
+def _spearman(values: np.ndarray, target: np.ndarray) -> pl.DataFrame:
     keep = ~np.isnan(target)
-    x = ranks[keep] - ranks[keep].mean(axis=0)
+    ranks = rankdata(values[keep], axis=0)  # average ranks handle ties
+    x = ranks - ranks.mean(axis=0)
     y = rankdata(target[keep]) - rankdata(target[keep]).mean()
     denominator = np.sqrt((x**2).sum(axis=0) * (y**2).sum())
     rho = np.divide(x.T @ y, denominator, out=np.zeros(x.shape[1]), where=denominator > 0)
-    return pl.DataFrame({"unit": np.arange(len(rho)), "value": None, "rho": rho, "score": np.abs(rho)},
-                        schema_overrides={"value": pl.String}).sort("score", descending=True)
+    return pl.DataFrame({"unit": np.arange(len(rho)), "rho": rho, "score": np.abs(rho)}).sort(
+        "score", descending=True, maintain_order=True)
 
 
-def _column(rows: pl.DataFrame, column: str) -> pl.Series:
-    if column not in rows.columns:
-        choices = [c for c in rows.columns if c not in ("image_id", "label_name")]
-        raise UnknownColumnError(f"Unknown column {column!r}. Columns: {', '.join(choices)}.")
-    return rows[column]
+def _numeric(target: pl.Series, by: str) -> bool:
+    """A numeric column with more than two values is correlated, anything else is grouped."""
+    return target.dtype.is_numeric() and by != "label" and target.n_unique() > 2
+
+
+def _column(selection: Selection, by: str) -> pl.Series:
+    columns = selection.frame.columns
+    if by not in columns:
+        choices = [c for c in columns if c not in ("image_id", "label_name")]
+        raise UnknownColumnError(f"Unknown column {by!r}. Columns: {', '.join(choices)}.")
+    return selection[by]
 
 
 def _check_units(n_units: int, unit: int | None, layer: str) -> np.ndarray:
     if unit is None:
         return np.arange(n_units)
-    if not isinstance(unit, int | np.integer) or not 0 <= unit < n_units:
+    if isinstance(unit, bool) or not isinstance(unit, int | np.integer) or not 0 <= unit < n_units:
         raise UnknownUnitError(f"Unit {unit!r} is out of range for {layer}: it has units 0..{n_units - 1}.")
-    return np.array([unit])
+    return np.array([int(unit)])
+
+
+__all__ = ["UnknownColumnError", "UnknownUnitError", "linear_probe", "rank_images", "top_images", "unit_activations",
+           "unit_scores"]

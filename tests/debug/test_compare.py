@@ -6,6 +6,7 @@ from scipy.stats import binomtest, chi2
 
 import odinlab
 from odinlab.debug import compare
+from odinlab.draw.compare import cka_figure, class_delta_figure
 from odinlab.nets import SmallCNN
 from odinlab.training import fit
 
@@ -19,18 +20,21 @@ def versions():
     v1 = SmallCNN(1, 10, width=8)
     fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
     store.register_model(v1, "cnn")
-    v2 = store.load_weights("cnn@1", SmallCNN(1, 10, width=8))
+    v2 = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
     v2.features.requires_grad_(False)
     fit(v2, store, "train", epochs=6, lr=1e-2, seed=1, progress=False)
     store.register_model(v2, "cnn", parent="cnn@1")
     for net in (v1, v2):
         store.materialize(net, ["features.relu2", "head.fc1"], progress=False)
-    return store, v1, v2  # the store holds modules weakly: keep them alive
+    return store, v1, v2
 
 
 def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):
     store, *_ = versions
-    result = compare.agreement(store, "cnn@1", "cnn@2", "test")
+    frame = compare.agreement(store, "cnn@1", "cnn@2", "test")
+    assert isinstance(frame, pl.DataFrame) and frame.height == 1
+    result = frame.row(0, named=True)
+    assert (result["model_a"], result["model_b"], result["images"]) == ("cnn@1", "cnn@2", 270)
     a = store.predictions("cnn@1", "test")["correct"].to_numpy()
     b = store.predictions("cnn@2", "test")["correct"].to_numpy()
     assert result["only_a_right"] == (a & ~b).sum() and result["only_b_right"] == (~a & b).sum()
@@ -40,12 +44,29 @@ def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):
         chi2.sf((abs(result["only_a_right"] - result["only_b_right"]) - 1) ** 2 / n, 1)
     assert result["mcnemar_p"] == pytest.approx(expected)
     assert result["accuracy_b"] > result["accuracy_a"]  # v2 trained longer
+    assert result["accuracy_a"] == pytest.approx(a.mean()) and result["accuracy_b"] == pytest.approx(b.mean())
+    predicted_a = store.predictions("cnn@1", "test")["predicted"].to_numpy()
+    predicted_b = store.predictions("cnn@2", "test")["predicted"].to_numpy()
+    assert result["agreement"] == pytest.approx((predicted_a == predicted_b).mean())
+
+
+def test_every_form_of_selection_and_model_gives_the_same_answer(versions):
+    store, v1, v2 = versions
+    test = store.select("test")
+    forms = ["test", test.ids, "SELECT image_id FROM images WHERE split = 'test'", test, pl.col("split") == "test"]
+    frames = [compare.agreement(store, "cnn@1", "cnn@2", images) for images in forms]
+    frames += [compare.agreement(store, v1, v2, "test"), compare.agreement(store, store.model("cnn@1"), "cnn", "test")]
+    assert all(f.equals(frames[0]) for f in frames[1:])
+    pairs = [compare.paired(store, "cnn@1", "cnn@2", images) for images in forms]
+    assert all(p.equals(pairs[0]) for p in pairs[1:])
+    assert pairs[0].columns == ["image_id", "label", "label_name", "predicted_a", "correct_a", "predicted_b",
+                                "correct_b", "agree"]
 
 
 def test_disagreements_say_which_version_is_right(versions):
     store, *_ = versions
     rows = compare.disagreements(store, "cnn@1", "cnn@2", "test")
-    assert rows.height == round((1 - compare.agreement(store, "cnn@1", "cnn@2", "test")["agreement"]) * 270)
+    assert rows.height == round((1 - compare.agreement(store, "cnn@1", "cnn@2", "test")["agreement"].item()) * 270)
     assert (rows["predicted_a"] != rows["predicted_b"]).all()
     for row in rows.iter_rows(named=True):
         expected = "a" if row["correct_a"] and not row["correct_b"] else "b" if row["correct_b"] and not row["correct_a"] else "neither"
@@ -58,7 +79,12 @@ def test_class_deltas_are_the_difference_of_per_class_metrics(versions):
     np.testing.assert_allclose(deltas["recall_delta"], deltas["recall_b"] - deltas["recall_a"])
     recall_a_3 = store.predictions("cnn@1", "test").filter(pl.col("label") == 3)["correct"].mean()
     assert deltas["recall_a"][3] == pytest.approx(recall_a_3)
-    assert len(compare.class_delta_figure(store, "cnn@1", "cnn@2", "test").data[0].y) == 10
+    assert deltas.columns[:3] == ["label", "label_name", "support"] and deltas["support"].sum() == 270
+    precision_b_3 = store.predictions("cnn@2", "test").filter(pl.col("predicted") == 3)["correct"].mean()
+    assert deltas["precision_b"][3] == pytest.approx(precision_b_3)
+    figure = class_delta_figure(deltas, "recall")
+    assert list(figure.data[0].y) == deltas["recall_delta"].to_list()
+    assert list(figure.data[0].x) == store.classes
 
 
 def test_linear_cka_is_invariant_to_rotation_and_scale_and_low_for_unrelated_data():
@@ -85,7 +111,7 @@ def test_cka_matrix_sees_frozen_layers_as_identical(versions):
     values = {(r["layer_a"], r["layer_b"]): r["cka"] for r in matrix.iter_rows(named=True)}
     assert values[("features.relu2", "features.relu2")] == pytest.approx(1.0, abs=1e-6)  # frozen in v2
     assert values[("head.fc1", "head.fc1")] < 1.0
-    assert compare.cka_figure(matrix).data[0].z.shape == (2, 2)
+    assert cka_figure(matrix).data[0].z.shape == (2, 2)
 
 
 def test_flips_match_disagreements_and_frozen_layers_do_not_move(versions):
@@ -108,12 +134,34 @@ def test_attribution_agreement_is_a_rank_correlation_of_the_two_maps(versions):
     store, *_ = versions
     ids = store.select("test")["image_id"].head(12)
     agree = compare.attribution_agreement(store, "cnn@1", "cnn@2", ids, method="saliency")
-    from odinlab.debug.attribution import Attributor
     from scipy.stats import spearmanr
+
+    from odinlab.debug.attribution import Attributor
     first = agree.row(0, named=True)
-    maps = [Attributor(store, m, method="saliency").attribute([first["image_id"]], progress=False)
+    maps = [np.asarray(Attributor(store, m, method="saliency").attribute([first["image_id"]], target="prediction"))
             for m in ("cnn@1", "cnn@2")]
     assert first["spearman"] == pytest.approx(spearmanr(maps[0].ravel(), maps[1].ravel()).statistic, abs=1e-6)
     assert agree.height == 12 and agree["spearman"].is_sorted()
     same = compare.attribution_agreement(store, "cnn@1", "cnn@1", ids, method="saliency")
     assert same["spearman"].min() == pytest.approx(1.0)
+
+
+def test_analysis_modules_do_not_import_plotly():
+    import ast
+    import inspect
+
+    from odinlab.debug import maximize, units
+    from odinlab.debug.maximize import render
+
+    for module in (compare, units, maximize, render, maximize.results, maximize.objectives, maximize.param):
+        tree = ast.parse(inspect.getsource(module))
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in names if n.startswith("plotly")], module.__name__
+
+
+def test_images_without_predictions_are_refused(versions):
+    store, *_ = versions
+    store.register_model(SmallCNN(1, 10, width=8), "unmaterialized")
+    with pytest.raises(odinlab.NotMaterializedError, match="no stored predictions of unmaterialized@1"):
+        compare.agreement(store, "cnn@1", "unmaterialized@1", "test")

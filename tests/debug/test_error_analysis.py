@@ -24,23 +24,84 @@ def noisy():
     return store, net, model_id, data
 
 
-def test_confusion_and_per_class_metrics_agree_with_the_predictions(noisy):
+def test_each_confusion_cell_holds_exactly_its_images(noisy):
     store, _, model_id, _ = noisy
     frame = store.predictions(model_id, "test")
-    matrix = ea.confusion_matrix(store, model_id, "test")
-    for (true, predicted), group in frame.group_by("label", "predicted"):
-        assert matrix[true, predicted] == group.height
+    cells = ea.confusion_matrix(store, model_id, "test")
+    assert cells.columns == ["label", "label_name", "predicted", "predicted_name", "count", "image_ids"]
+    assert cells.height == 25  # every cell of 5 classes, empty ones included
+    classes = store.model(model_id).classes
+    for row in cells.iter_rows(named=True):
+        inside = frame.filter((pl.col("label") == row["label"]) & (pl.col("predicted") == row["predicted"]))
+        assert row["image_ids"] == inside["image_id"].to_list()  # the same images, in selection order
+        assert row["count"] == inside.height
+        assert (row["label_name"], row["predicted_name"]) == (classes[row["label"]], classes[row["predicted"]])
+    direct = np.zeros((5, 5), np.int64)
+    np.add.at(direct, (frame["label"].to_numpy(), frame["predicted"].to_numpy()), 1)
+    assert (cells["count"].to_numpy().reshape(5, 5) == direct).all()
+
+
+def test_per_class_metrics_agree_with_the_predictions(noisy):
+    store, _, model_id, _ = noisy
+    frame = store.predictions(model_id, "test")
     metrics = ea.per_class_metrics(store, model_id, "test")
-    recall = frame.filter(pl.col("label") == 2)["correct"].mean()
-    assert metrics["recall"][2] == pytest.approx(recall)
-    assert metrics["support"].sum() == frame.height
-    assert ea.confusion_figure(store, model_id, "test").data[0].z.sum() == frame.height
+    assert metrics.columns == ["label", "label_name", "precision", "recall", "f1", "support"]
+    for row in metrics.iter_rows(named=True):
+        labelled = frame.filter(pl.col("label") == row["label"])
+        predicted = frame.filter(pl.col("predicted") == row["label"])
+        assert row["recall"] == pytest.approx(labelled["correct"].mean())
+        assert row["precision"] == pytest.approx(predicted["correct"].mean() if predicted.height else 0.0)
+        assert row["support"] == labelled.height
+
+
+SELECTIONS = {  # each form of image selection, all meaning the test split
+    "split": lambda store: "test",
+    "sql": lambda store: "SELECT image_id FROM images WHERE split = 'test'",
+    "expression": lambda store: pl.col("split") == "test",
+    "selection": lambda store: store.select("test"),
+    "ids": lambda store: store.select("test").ids,
+}
+
+
+@pytest.mark.parametrize("form", SELECTIONS)
+def test_every_form_of_selection_gives_the_same_answer(noisy, form):
+    store, _, model_id, _ = noisy
+    images = SELECTIONS[form](store)
+    assert ea.confusion_matrix(store, model_id, images).equals(ea.confusion_matrix(store, model_id, "test"))
+    assert ea.hardness(store, model_id, images).equals(ea.hardness(store, model_id, "test"))
+    assert ea.confident_mistakes(store, model_id, images, k=5).equals(
+        ea.confident_mistakes(store, model_id, "test", k=5))
+
+
+def test_the_model_can_be_a_record_or_the_module(noisy):
+    store, net, model_id, _ = noisy
+    expected = ea.per_class_metrics(store, model_id, "val")
+    assert ea.per_class_metrics(store, store.model(model_id), "val").equals(expected)
+    assert ea.per_class_metrics(store, net, "val").equals(expected)
+
+
+def test_the_confusion_figure_draws_the_frame_and_the_old_name_still_works(noisy):
+    from odinlab.draw.confusion import confusion_figure
+
+    store, _, model_id, _ = noisy
+    cells = ea.confusion_matrix(store, model_id, "test")
+    figure = confusion_figure(cells)
+    assert (np.asarray(figure.data[0].z) == cells["count"].to_numpy().reshape(5, 5)).all()
+    with pytest.deprecated_call():
+        old = ea.confusion_figure(store, model_id, "test")
+    assert (np.asarray(old.data[0].z) == np.asarray(figure.data[0].z)).all()
+    assert model_id in old.layout.title.text
 
 
 def test_confident_mistakes_are_wrong_and_sorted_by_confidence(noisy):
     store, _, model_id, _ = noisy
     mistakes = ea.confident_mistakes(store, model_id, "test", k=10)
     assert mistakes.height == 10 and not mistakes["correct"].any()
+    assert (mistakes["label"] != mistakes["predicted"]).all()
+    classes = store.model(model_id).classes
+    assert mistakes["predicted_name"].to_list() == [classes[p] for p in mistakes["predicted"]]
+    images = store.select(mistakes["image_id"]).frame  # the images' rows, in the mistakes' order
+    assert mistakes.select(images.columns).equals(images)  # every column of the images comes along
     assert mistakes["confidence"].is_sorted(descending=True)
     wrong = store.predictions(model_id, "test").filter(~pl.col("correct"))
     assert mistakes["confidence"][0] == wrong["confidence"].max()
@@ -62,10 +123,14 @@ def test_label_errors_find_planted_noise_far_above_chance(noisy):
     suspects = ea.label_errors(store, model_id, held_out)
     k = len(planted)
     precision_at_k = len(set(suspects["image_id"].head(k)) & planted) / k
-    chance = k / held_out.height
+    chance = k / len(held_out)
     print(f"label-error precision@{k}: {precision_at_k:.2f} (random ranking: {chance:.2f})")
     assert precision_at_k >= 0.5 > 3 * chance
     assert suspects["out_of_sample"].all()  # none of these images trained the model
+    assert "split" in suspects.columns and set(suspects["split"]) <= {"val", "test"}
+    classes = store.model(model_id).classes
+    assert suspects["suggested_name"].to_list() == [classes[s] for s in suspects["suggested"]]
+    assert (suspects["suggested"] != suspects["label"]).all()
     flipped = {i: t for i, t in zip(data.ids, data.true_labels)}
     top = suspects.head(10)
     hits = [flipped[i] == s for i, s in zip(top["image_id"], top["suggested"]) if i in planted]
@@ -83,16 +148,28 @@ def test_error_exemplars_cluster_the_mistakes_and_are_cached(noisy):
     clusters = ea.error_exemplars(store, model_id, "head.fc1", "test", n_clusters=3)
     wrong = store.predictions(model_id, "test").filter(~pl.col("correct"))
     assert clusters["size"].sum() == wrong.height and clusters.height == 3
+    assert sorted(clusters["image_ids"].explode()) == sorted(wrong["image_id"])  # a partition
     for row in clusters.iter_rows(named=True):
-        assert row["medoid"] in row["members"] and 0 < row["pair_share"] <= 1
-        members = wrong.filter(pl.col("image_id").is_in(row["members"]))
+        assert row["image_id"] in row["image_ids"] and 0 < row["pair_share"] <= 1  # the medoid is a member
+        assert len(row["image_ids"]) == row["size"]
+        members = wrong.filter(pl.col("image_id").is_in(row["image_ids"]))
         top = members.group_by("label", "predicted").len()["len"].max()
         assert row["pair_share"] == pytest.approx(top / members.height)
+        in_pair = members.filter((pl.col("label") == row["label"]) & (pl.col("predicted") == row["predicted"]))
+        assert in_pair.height == top
     calls = []
     handle = net.register_forward_hook(lambda *a: calls.append(1))
     again = ea.error_exemplars(store, model_id, "head.fc1", "test", n_clusters=3)
     handle.remove()
     assert again.equals(clusters) and calls == []
+
+
+def test_no_mistakes_give_no_clusters(noisy):
+    store, _, model_id, _ = noisy
+    right = store.predictions(model_id, "test").filter(pl.col("correct"))["image_id"].head(20)
+    clusters = ea.error_exemplars(store, model_id, "head.fc1", right)
+    assert clusters.height == 0 and clusters.columns[:3] == ["cluster", "image_id", "size"]
+    assert "image_ids" in clusters.columns
 
 
 def test_questions_without_stored_predictions_say_what_to_do(store):

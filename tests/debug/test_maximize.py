@@ -1,3 +1,4 @@
+import logging
 import uuid
 
 import numpy as np
@@ -7,13 +8,18 @@ import pytest
 import torch
 
 import odinlab
+from odinlab.debug import units
 from odinlab.debug.maximize import Maximizer, objectives, param, transforms
-from odinlab.debug.maximize.errors import (
+from odinlab.debug.maximize.errors import UnitOutOfRangeError
+from odinlab.draw.maximize import comparison_figure
+from odinlab.errors import (
+    OdinError,
+    OptionError,
     TransformError,
-    UnitOutOfRangeError,
+    UnknownLayerError,
     UnknownObjectiveError,
+    UnknownUnitError,
 )
-from odinlab.errors import OdinError, UnknownLayerError
 from odinlab.nets import SmallCNN
 from odinlab.training import fit
 
@@ -49,7 +55,7 @@ def maximizer(digits):
 
 
 def _channel_means(store, model_id, layer):
-    return store.activations(model_id, layer).mean(axis=(2, 3))  # materialized: a read
+    return store.activations(model_id, layer).values.mean(axis=(2, 3))  # materialized: a read
 
 
 def _probability(net, image, unit):
@@ -92,13 +98,13 @@ def test_channel_maximization_beats_the_best_real_image(digits, maximizer):
 
 def test_neuron_maximization_beats_the_best_real_image(digits, maximizer):
     store, net, model_id = digits
-    real = store.activations(model_id, "features.relu2")[:, :, 4, 4]  # the centre of the map
+    real = store.activations(model_id, "features.relu2").values[:, :, 4, 4]  # the centre of the map
     channel = int(real.max(0).argmax())
     image = maximizer.maximize("neuron", "features.relu2", channel)
     reached = maximizer.score(image, "neuron", "features.relu2", (channel, 4, 4))[0]
     print(f"neuron maximization / best real image: {reached / real[:, channel].max():.2f}")
     assert reached > real[:, channel].max()
-    flat = store.activations(model_id, "head.fc1", model=net)  # computed on demand
+    flat = store.activations(model_id, "head.fc1", module=net).values  # computed on demand
     unit = int(flat.max(0).argmax())
     reached = maximizer.score(maximizer.maximize("neuron", "head.fc1", unit), "neuron", "head.fc1", unit)[0]
     assert reached > flat[:, unit].max()
@@ -165,14 +171,14 @@ def test_a_second_identical_call_reads_the_store_without_a_forward_pass(digits):
 def test_bad_requests_are_refused_clearly(digits, maximizer):
     with pytest.raises(UnknownLayerError, match=r"Did you mean: features.relu2.*Layers: features, features.conv1"):
         maximizer.maximize("channel", "features.relu3", 0)
-    with pytest.raises(UnitOutOfRangeError, match=r"0\.\.15") as error:
+    with pytest.raises(UnknownUnitError, match=r"0\.\.15") as error:
         maximizer.maximize("channel", "features.relu2", 16)
     assert isinstance(error.value, IndexError) and isinstance(error.value, OdinError)
-    with pytest.raises(UnitOutOfRangeError, match=r"10 classes, 0\.\.9"):
+    with pytest.raises(UnknownUnitError, match=r"10 classes, 0\.\.9"):
         maximizer.maximize("class", unit=10)
-    with pytest.raises(UnitOutOfRangeError, match=r"valid x is 0\.\.7"):
+    with pytest.raises(UnknownUnitError, match=r"valid x is 0\.\.7"):
         maximizer.maximize("neuron", "features.relu2", (0, 2, 8))
-    with pytest.raises(UnitOutOfRangeError, match=r"valid units are 0\.\.31"):
+    with pytest.raises(UnknownUnitError, match=r"valid units are 0\.\.31"):
         maximizer.maximize("neuron", "head.fc1", 32)
     with pytest.raises(UnknownObjectiveError, match=r"Did you mean: channel\? Objectives: class, channel, neuron") \
             as error:
@@ -180,12 +186,15 @@ def test_bad_requests_are_refused_clearly(digits, maximizer):
     assert isinstance(error.value, ValueError)
     with pytest.raises(UnknownLayerError, match="needs layer="):
         maximizer.maximize("channel", unit=0)
-    with pytest.raises(UnitOutOfRangeError, match="needs unit="):
+    with pytest.raises(UnknownUnitError, match="needs unit="):
         maximizer.maximize("channel", "features.relu2")
     with pytest.raises(TransformError, match="Unknown transforms"):
         Maximizer(digits[0], digits[1], transforms="strong")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(OptionError, match="steps must be a positive int"):
         Maximizer(digits[0], digits[1], steps=0)
+    with pytest.raises(UnknownUnitError, match="unit=\\(channel, y, x\\)"):
+        maximizer.maximize("neuron", "features.relu2", (0, 2))
+    assert UnitOutOfRangeError is UnknownUnitError  # the old name of the same idea
 
 
 def test_composed_objectives_and_regularizers(digits, maximizer):
@@ -193,7 +202,7 @@ def test_composed_objectives_and_regularizers(digits, maximizer):
     objective = objectives.channel("features.relu2", 3) - 0.5 * objectives.channel("features.relu2", 5)
     image = maximizer.maximize(objective)
     assert maximizer.score(image, objective)[0] > maximizer.score(np.full((1, 8, 8), 0.3, np.float32), objective)[0]
-    with pytest.raises(UnitOutOfRangeError):
+    with pytest.raises(UnknownUnitError):
         maximizer.maximize(objectives.channel("features.relu2", 99))
     smooth = Maximizer(store, net, steps=STEPS, lr=LR, tv=3.0).maximize("class", unit=3)
     rough = maximizer.maximize("class", unit=3)
@@ -201,22 +210,63 @@ def test_composed_objectives_and_regularizers(digits, maximizer):
     assert tv({"image": torch.from_numpy(smooth)[None]}) < tv({"image": torch.from_numpy(rough)[None]})
 
 
-def test_top_images_and_compare_figure(digits, maximizer):
+def test_top_images_and_comparison_figure(digits, maximizer):
     store, _, model_id = digits
     top = maximizer.top_images("channel", "features.relu2", 3, k=4)
     real = _channel_means(store, model_id, "features.relu2")[:, 3]
+    assert top.columns == ["rank", "image_id", "label", "label_name", "activation", "dead"]
     assert top["rank"].to_list() == [1, 2, 3, 4]
     assert top["image_id"][0] == store.images["image_id"][int(real.argmax())]
     assert top["activation"][0] == pytest.approx(real.max(), rel=1e-5)
-    figure = maximizer.compare("channel", "features.relu2", 3, k=4)
+    result = maximizer.comparison("channel", "features.relu2", 3, k=4)
+    assert not result.dead and result.real.shape == (4, 1, 8, 8) and result.top.equals(top)
+    np.testing.assert_array_equal(result.real, store.model_input(top["image_id"]))
+    figure = comparison_figure(result)
     assert isinstance(figure, go.Figure)
     assert [trace.type for trace in figure.data] == ["image"] * 5
     assert figure.data[0].z.shape == (8, 8, 3)
     assert top["image_id"][0] in figure.layout.annotations[1].text
-    lowest = maximizer.top_images("class", unit=3, k=2, images="val", lowest=True)
+    lowest = maximizer.top_images("class", unit=3, images="val", k=2, lowest=True)
     assert lowest["activation"].is_sorted()
-    minimized = maximizer.compare("class", unit=3, k=2, negative=True, images="val")
+    minimized = comparison_figure(maximizer.comparison("class", unit=3, images="val", k=2, negative=True))
     assert minimized.layout.annotations[0].text.startswith("minimized")
+    with pytest.warns(DeprecationWarning, match="comparison_figure"):
+        old = maximizer.compare("channel", "features.relu2", 3, k=4)  # the README's call still draws
+    assert [trace.type for trace in old.data] == ["image"] * 5
+
+
+def test_top_images_of_a_unit_are_the_units_module_ranking(digits, maximizer):
+    store, _, model_id = digits
+    val = store.select("val")
+    for images in ("val", val.ids, val, pl.col("split") == "val"):
+        top = maximizer.top_images("channel", "features.relu2", 6, images, k=5)
+        assert top.equals(units.top_images(store, model_id, "features.relu2", "val", unit=6, k=5).drop("unit"))
+    flat = maximizer.top_images("neuron", "head.fc1", 2, "val", k=3)
+    assert flat.equals(units.top_images(store, model_id, "head.fc1", "val", unit=2, k=3).drop("unit"))
+    centre = maximizer.top_images("neuron", "features.relu2", (6, 4, 4), "val", k=3)
+    values = store.activations(model_id, "features.relu2", "val").values[:, 6, 4, 4]
+    order = np.argsort(-values, kind="stable")
+    assert centre["image_id"].to_list() == np.array(val.ids)[order[values[order] > values.min()][:3]].tolist()
+
+
+def test_a_dead_unit_has_no_top_images_and_the_comparison_says_so(digits, caplog):
+    store, net, _ = digits
+    dead = SmallCNN(1, 10, width=8)
+    dead.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        dead.features.conv2.bias[5] = -1e4  # channel 5 of relu2 is 0.0 on every image
+    store.register_model(dead, "dead")
+    m = Maximizer(store, dead, steps=8, lr=LR)
+    with caplog.at_level(logging.WARNING, logger="odinlab.debug.units"):
+        top = m.top_images("channel", "features.relu2", 5, "val", k=8)
+    assert top.rows() == [(None, None, None, None, 0.0, True)]  # no ranking of eight tied ids
+    assert "dead" in caplog.text
+    result = m.comparison("channel", "features.relu2", 5, "val", k=8)
+    assert result.dead and result.real.shape[0] == 0
+    figure = comparison_figure(result)
+    assert len(figure.data) == 1 and "dead unit" in figure.layout.title.text
+    live = m.comparison("channel", "features.relu2", 3, "val", k=2)
+    assert not live.dead and "dead unit" not in comparison_figure(live).layout.title.text
 
 
 def test_transforms_keep_small_images_their_size_and_are_seeded():
@@ -269,7 +319,9 @@ def test_rgb_32x32_model_with_colors_from_its_store(_one_thread):
         probabilities.append(_probability(net, image, unit))
     print(f"shapes 32x32 class probabilities: {probabilities}")
     assert min(probabilities) > 0.9
-    figure = m.compare("channel", "features.relu2", 0, k=2, n=2, diversity=1.0, images="val")
+    means = store.activations("shapes@1", "features.relu2", "val", module=net).values.mean(axis=(2, 3))
+    live = int(means.max(axis=0).argmax())  # channel 0 is silent on every image here: no real images to show
+    figure = comparison_figure(m.comparison("channel", "features.relu2", live, "val", k=2, n=2, diversity=1.0))
     assert len(figure.data) == 4 and figure.data[0].z.shape == (32, 32, 3)
 
 

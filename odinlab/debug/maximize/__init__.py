@@ -7,8 +7,9 @@ model's input range (the store's pixel scale, what ``store.batches`` feeds the m
 every step it is padded, jittered, scaled and rotated a little (:mod:`.transforms`) before
 the model sees it; :mod:`.objectives` says what to maximize and :mod:`.render` runs Adam.
 A seed fixes everything (a local ``torch.Generator``), results are stored under the model
-version with every parameter in their key, and :meth:`Maximizer.compare` shows them beside
-the real images that activate the same unit most.
+version with every parameter in their key, and :meth:`Maximizer.comparison` puts them beside
+the real images that activate the same unit most (drawn by
+:func:`odinlab.draw.maximize.comparison_figure`).
 
 >>> m = Maximizer(store, net, steps=16)
 >>> m.maximize("class", unit=3).shape
@@ -17,33 +18,64 @@ the real images that activate the same unit most.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
-import plotly.graph_objects as go
 import polars as pl
 import torch
-from plotly.subplots import make_subplots
 from torch import nn
 
+from odinlab.debug import units
 from odinlab.debug.maximize import objectives, param, render, results, transforms
-from odinlab.debug.maximize.errors import (
-    TransformError,
-    UnitOutOfRangeError,
-    UnknownObjectiveError,
-)
+from odinlab.debug.maximize.errors import UnitOutOfRangeError
 from odinlab.debug.maximize.objectives import PSEUDO_LAYERS, Objective
-from odinlab.errors import UnknownLayerError, listing
-from odinlab.store.images import ImageSelection
-from odinlab.store.pixels import to_model_input
+from odinlab.errors import (
+    OptionError,
+    TransformError,
+    UnknownLayerError,
+    UnknownObjectiveError,
+    UnknownUnitError,
+    listing,
+)
+from odinlab.store.selection import ImageSelection, Selection
+from odinlab.torch_helpers import evaluating, module_device
 
 _transforms = transforms  # the module; Maximizer's ``transforms=`` argument shadows the name
 
 VERSION = 1  # of the algorithm; part of every cache key, so a change recomputes
 
 
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """What :meth:`Maximizer.comparison` returns: optimized images beside the unit's top real images.
+
+    ``optimized`` (n, C, H, W) and ``real`` (k, C, H, W) are in the model's input range, ``values``
+    the objective each optimized image reached, ``top`` the frame of :meth:`Maximizer.top_images`
+    (one row per real image, or one ``dead`` row), ``low``/``high`` the per-channel display range.
+    """
+
+    model_id: str
+    objective: str
+    negative: bool
+    optimized: np.ndarray
+    values: np.ndarray
+    top: pl.DataFrame
+    real: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @property
+    def dead(self) -> bool:
+        """True when the unit has the same value on every image (no real image ranks above another)."""
+        return bool(self.top["dead"].any())
+
+
 class Maximizer:
     """Activation maximization for one model version of a store.
 
-    ``model`` is the module or its model id (the module registered or loaded this session).
+    ``model`` is the module, its model id or its record (resolved once; an id needs the module
+    that this session registered or loaded for it, ``store.module(model)``).
     Settings: ``steps`` and ``lr`` of Adam; ``seed``; ``fourier`` (1/f-scaled spectrum,
     else pixels) with ``decay_power``; ``decorrelate`` (colors mixed by the store's color
     covariance; identity for one channel); ``transforms`` (``"default"``, ``"none"`` or a
@@ -60,13 +92,15 @@ class Maximizer:
     ('cnn@1', (1, 8, 8))
     """
 
-    def __init__(self, store, model: nn.Module | str, *, model_id: str | None = None, steps: int = 256,
+    def __init__(self, store, model, *, steps: int = 256,
                  lr: float = 0.05, seed: int = 0, decorrelate: bool = True, fourier: bool = True,
                  decay_power: float = 1.0, transforms: object = "default", l1: float = 0.0, tv: float = 0.0,
                  normalize: tuple | None = None, color_sample: int = param.SAMPLE, cache: bool = True):
         self.store = store
-        self.module, self.model_id = store._module_for(model, model_id)
-        self.input_shape = tuple(int(d) for d in store._row(self.model_id)["input_shape"])
+        self.record = store.model(model)
+        self.module: nn.Module = store.module(model)
+        self.model_id = self.record.model_id
+        self.input_shape = tuple(self.record.input_shape)
         self.steps, self.seed = _positive_int(steps, "steps"), _seed(seed)
         self.lr = _positive(lr, "lr")
         self.l1, self.tv = _non_negative(l1, "l1"), _non_negative(tv, "tv")
@@ -101,7 +135,7 @@ class Maximizer:
                 self._stats = param.ColorStats(np.full(channels, 0.5), np.zeros(channels), np.ones(channels),
                                                np.eye(channels))
             else:
-                frame = self.store.results.table(self.model_id, "maximize-color", self._color_key(),
+                frame = self.store.results.table(self.record, "maximize-color", self._color_key(),
                                     lambda: param.color_stats(self.store, self.color_sample).to_frame())
                 self._stats = param.ColorStats.from_frame(frame)
         return self._stats
@@ -126,22 +160,22 @@ class Maximizer:
                     raise UnknownLayerError(f"The 'class' objective reads the model's output; leave layer=None "
                                             f"(got layer={layer!r}), or use 'channel' / 'neuron' for a layer.")
                 if unit is None:
-                    raise UnitOutOfRangeError(f"The 'class' objective needs unit=<a class of {self.model_id}: "
-                                              f"0..{self.n_classes - 1}>.")
+                    raise UnknownUnitError(f"The 'class' objective needs unit=<a class of {self.model_id}: "
+                                           f"0..{self.n_classes - 1}>.")
             else:
                 if layer is None:
                     raise UnknownLayerError(f"The {objective!r} objective needs layer=; layers of "
                                             f"{self.model_id}: {listing(self._layer_names(), 40)}.")
                 if unit is None:
                     shape = self._shape(layer)
-                    raise UnitOutOfRangeError(f"The {objective!r} objective needs unit=<a channel of {layer}: "
-                                              f"0..{shape[0] - 1}>.")
+                    raise UnknownUnitError(f"The {objective!r} objective needs unit=<a channel of {layer}: "
+                                           f"0..{shape[0] - 1}>.")
             built = objectives.named(objective, layer, unit)
         for kind, layer_name, unit_value in built.units:
             self._check_unit(kind, layer_name, unit_value)
         for layer_name in built.layers:
             if layer_name not in PSEUDO_LAYERS:
-                self.store._check_layers(self.module, self.model_id, [layer_name])
+                self.store.check_layers(self.record, [layer_name], self.module)
         return built
 
     def maximize(self, objective: str | Objective = "class", layer: str | None = None, unit=None, *, n: int = 1,
@@ -183,67 +217,81 @@ class Maximizer:
         built = self.objective(objective, layer, unit)
         x = torch.as_tensor(np.asarray(images, np.float32))
         x = x[None] if x.ndim == 3 else x
-        device = next(self.module.parameters(), torch.empty(0)).device
-        with torch.no_grad(), render.evaluating(self.module):
-            x = x.to(device)
+        with torch.no_grad(), evaluating(self.module):
+            x = x.to(module_device(self.module))
             outputs = render.forward(self.module, x, built.layers, self.normalize)
             outputs.update(image=x, input=x)
             return built(outputs).float().cpu().numpy()
 
-    def top_images(self, objective: str = "class", layer: str | None = None, unit=None, k: int = 8,
-                   images: ImageSelection = None, lowest: bool = False) -> pl.DataFrame:
+    def top_images(self, objective: str | Objective = "class", layer: str | None = None, unit=None,
+                   images: ImageSelection = None, *, k: int = 8, lowest: bool = False) -> pl.DataFrame:
         """The ``k`` real images that activate the unit most (least with ``lowest=True``).
 
-        Channels and neurons read the layer's activations from the store
-        (``store.activations``; computed and stored when not materialized yet, the channel's
-        map averaged over space); class logits take one forward pass over the images.
+        Columns: rank, image_id, label, label_name, activation, dead; the rules are
+        :func:`odinlab.debug.units.top_images`' (a channel, or a flat layer's neuron, is that
+        function's unit): images tied at the unit's floor are not ranked, and a unit with the
+        same value on every image is ``dead`` (one row, no image, a logged warning). Layers
+        are read from the store (computed and stored when not materialized yet); class logits
+        and objectives over the input take one forward pass over the images.
 
         >>> m = Maximizer(store, net)
-        >>> m.top_images("channel", "features.relu2", 5, k=3, images="val").columns
-        ['rank', 'image_id', 'label', 'label_name', 'split', 'activation']
+        >>> m.top_images("channel", "features.relu2", 5, "val", k=3).columns
+        ['rank', 'image_id', 'label', 'label_name', 'activation', 'dead']
         """
         built = self.objective(objective, layer, unit)
-        rows = self.store.select(images)
-        values = self._real_scores(built, objective if isinstance(objective, str) else None, layer, unit, rows)
-        order = np.argsort(values if lowest else -values, kind="stable")[: max(0, int(k))]
-        picked = rows[order.tolist()].select("image_id", "label", "label_name", "split")
-        return picked.with_columns(activation=pl.Series(values[order], dtype=pl.Float64)).with_row_index(
-            "rank", offset=1).with_columns(pl.col("rank").cast(pl.Int64))
+        selection = self.store.select(images)
+        spec = built.spec
+        if spec["op"] == "channel" or (spec["op"] == "neuron" and len(self._shape(spec["layer"])) == 1):
+            top = units.top_images(self.store, self.record, spec["layer"], selection, unit=spec["unit"], k=k,
+                                   lowest=lowest)
+        else:
+            values = self._real_scores(built, selection)
+            top = units.rank_images(values[:, None], selection, k=k, lowest=lowest,
+                                    what=f"{built!r} of {self.model_id}")
+        return top.drop("unit")
 
-    def compare(self, objective: str | Objective = "class", layer: str | None = None, unit=None, k: int = 8, *,
-                n: int = 1, negative: bool = False, diversity: float = 0.0, diversity_layer: str | None = None,
-                images: ImageSelection = None, steps: int | None = None, seed: int | None = None) -> go.Figure:
-        """A plotly figure: the optimized image(s) next to the top-``k`` real images of the same unit.
+    def comparison(self, objective: str | Objective = "class", layer: str | None = None, unit=None,
+                   images: ImageSelection = None, *, k: int = 8, n: int = 1, negative: bool = False,
+                   diversity: float = 0.0, diversity_layer: str | None = None, steps: int | None = None,
+                   seed: int | None = None) -> Comparison:
+        """The optimized image(s) and the top-``k`` real images of the same unit, as one result.
 
-        Each panel's title gives the unit's activation; with ``negative=True`` the real images
-        are those that activate it least.
+        With ``negative=True`` the image is minimized and the real images are those that
+        activate the unit least. A dead unit (one value on every image) has no real images
+        and says so (``result.dead``). Draw it with
+        :func:`odinlab.draw.maximize.comparison_figure`.
 
-        >>> fig = Maximizer(store, net, steps=8).compare("channel", "features.relu2", 5, k=3, images="val")
-        >>> len(fig.data), fig.data[0].type
-        (4, 'image')
+        >>> result = Maximizer(store, net, steps=8).comparison("channel", "features.relu2", 5, "val", k=3)
+        >>> result.optimized.shape, result.real.shape[1:], result.top.height <= 3
+        ((1, 1, 8, 8), (1, 8, 8), True)
         """
         built = self.objective(objective, layer, unit)
         optimized, values = self._result(objective, layer, unit, n=n, negative=negative, diversity=diversity,
                                          diversity_layer=diversity_layer, steps=steps, seed=seed)
-        top = self.top_images(objective, layer, unit, k=k, images=images, lowest=negative)
-        real = self.store.pixels(top["image_id"]) if top.height else np.zeros((0, *self.input_shape))
-        kind = "minimized" if negative else "optimized"
-        panels = [(img, f"{kind}{f' {i + 1}' if n > 1 else ''}<br>{value:.3g}")
-                  for i, (img, value) in enumerate(zip(optimized, values, strict=True))]
-        panels += [(img, f"#{row['rank']} {row['image_id']}<br>{row['activation']:.3g}")
-                   for img, row in zip(to_model_input(real), top.iter_rows(named=True))]
-        figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels],
-                               horizontal_spacing=0.01)
-        for column, (img, title) in enumerate(panels, start=1):
-            figure.add_trace(go.Image(z=self._display(img), name=title.replace("<br>", " "),
-                                      hovertemplate="x %{x}, y %{y}<extra></extra>"), row=1, col=column)
-        figure.update_xaxes(visible=False)
-        figure.update_yaxes(visible=False)
-        figure.update_annotations(font_size=10)
-        figure.update_layout(title=f"{built!r} of {self.model_id}: {'minimized' if negative else 'maximized'} "
-                                   f"vs {'lowest' if negative else 'top'} {top.height} real images",
-                             height=260, width=max(360, 120 * len(panels)), margin={"l": 10, "r": 10, "t": 80, "b": 10})
-        return figure
+        top = self.top_images(objective, layer, unit, images, k=k, lowest=negative)
+        live = top.filter(~pl.col("dead"))
+        real = self.store.model_input(live["image_id"]) if live.height else \
+            np.zeros((0, *self.input_shape), np.float32)
+        stats = self.color_stats
+        return Comparison(model_id=self.model_id, objective=repr(built), negative=bool(negative),
+                          optimized=optimized, values=values, top=top, real=real, low=stats.low, high=stats.high)
+
+    def compare(self, objective: str | Objective = "class", layer: str | None = None, unit=None,
+                images: ImageSelection = None, *, k: int = 8, **options):
+        """Deprecated: ``odinlab.draw.maximize.comparison_figure(m.comparison(...))``, which this returns.
+
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     fig = Maximizer(store, net, steps=8).compare("channel", "features.relu2", 5, "val", k=3)
+        >>> fig.data[0].type
+        'image'
+        """
+        from odinlab.draw.maximize import comparison_figure
+
+        warnings.warn("Maximizer.compare(...) is deprecated: draw the result of Maximizer.comparison(...) with "
+                      "odinlab.draw.maximize.comparison_figure.", DeprecationWarning, stacklevel=2)
+        return comparison_figure(self.comparison(objective, layer, unit, images, k=k, **options))
 
     def stored(self) -> pl.DataFrame:
         """The maximizations stored for this model version (objective spec, n, steps, seed, values).
@@ -253,19 +301,18 @@ class Maximizer:
         >>> m.stored().height
         1
         """
-        return results.stored(self.store, self.model_id)
+        return results.stored(self.store, self.record)
 
     @property
     def n_classes(self) -> int:
         """Number of classes (the size of the model's output)."""
         if self._n_classes is None:
-            classes = self.store._row(self.model_id)["classes"]
-            if classes:
-                self._n_classes = len(classes)
-            else:
-                with torch.no_grad(), render.evaluating(self.module):
-                    device = next(self.module.parameters(), torch.empty(0)).device
-                    out = render.forward(self.module, torch.zeros(1, *self.input_shape, device=device), [])
+            if self.record.num_classes:
+                self._n_classes = self.record.num_classes
+            else:  # a version registered without class names: ask the network
+                with torch.no_grad(), evaluating(self.module):
+                    x = torch.zeros(1, *self.input_shape, device=module_device(self.module))
+                    out = render.forward(self.module, x, [])
                 self._n_classes = int(out["logits"].shape[1])
         return self._n_classes
 
@@ -280,7 +327,7 @@ class Maximizer:
         if diversity and n > 1:
             diversity_layer = diversity_layer or self._diversity_layer(main)
             if diversity_layer not in PSEUDO_LAYERS:
-                self.store._check_layers(self.module, self.model_id, [diversity_layer])
+                self.store.check_layers(self.record, [diversity_layer], self.module)
         else:
             diversity, diversity_layer = 0.0, None
         key = {"v": VERSION, "model_id": self.model_id, "objective": main.spec, "negative": bool(negative),
@@ -289,7 +336,7 @@ class Maximizer:
                "decorrelate": self.decorrelate, "transforms": self.transforms.spec, "l1": self.l1,
                "tv": self.tv, "normalize": self.normalize, "input_shape": list(self.input_shape),
                "color": self._color_key()}
-        found = results.load(self.store, self.model_id, key) if self.cache else None
+        found = results.load(self.store, self.record, key) if self.cache else None
         if found is not None:
             return found
         total = -main if negative else main
@@ -305,14 +352,13 @@ class Maximizer:
         _, height, width = self.input_shape
         image = param.ImageParam(self.color_stats, n, height, width, fourier=self.fourier,
                                  decorrelate=self.decorrelate, decay_power=self.decay_power, generator=generator)
-        device = next(self.module.parameters(), torch.empty(0)).device
-        image = image.to(device)
+        image = image.to(module_device(self.module))
         found, _ = render.render(self.module, total, image, self.transforms, steps=steps, lr=self.lr,
                                  generator=generator, normalize=self.normalize)
         images = found.float().cpu().numpy()
         values = self.score(images, main)
         if self.cache:
-            results.save(self.store, self.model_id, key, images, values)
+            results.save(self.store, self.record, key, images, values)
         return images, values
 
     def _color_key(self) -> dict:
@@ -323,12 +369,12 @@ class Maximizer:
 
     def _shapes(self) -> dict[str, list[int]]:
         if self._shape_cache is None:
-            arch = self.store.architecture(self.model_id)
+            arch = self.store.architecture(self.record)
             self._shape_cache = dict(zip(arch["layer"].to_list(), arch["output_shape"].to_list()))
         return self._shape_cache
 
     def _shape(self, layer: str) -> list[int]:
-        self.store._check_layers(self.module, self.model_id, [layer])
+        self.store.check_layers(self.record, [layer], self.module)
         shape = self._shapes().get(layer)
         if not shape:
             raise UnknownLayerError(f"Layer {layer!r} of {self.model_id} has no tensor output to maximize "
@@ -338,7 +384,7 @@ class Maximizer:
     def _check_unit(self, kind: str, layer: str, unit) -> None:
         if kind == "class":
             if not 0 <= unit < self.n_classes:
-                raise UnitOutOfRangeError(f"Class {unit} is out of range: {self.model_id} has {self.n_classes} "
+                raise UnknownUnitError(f"Class {unit} is out of range: {self.model_id} has {self.n_classes} "
                                           f"classes, 0..{self.n_classes - 1}.")
             return
         shape = self._shape(layer)
@@ -348,15 +394,15 @@ class Maximizer:
             channel, y, x = unit, None, None
         if not 0 <= channel < shape[0]:
             what = "Channel" if len(shape) > 1 else "Unit"
-            raise UnitOutOfRangeError(f"{what} {channel} of {layer} is out of range: valid units are "
+            raise UnknownUnitError(f"{what} {channel} of {layer} is out of range: valid units are "
                                       f"0..{shape[0] - 1} (output shape {tuple(shape)}).")
         if kind == "neuron" and (y is not None or x is not None):
             if len(shape) != 3:
-                raise UnitOutOfRangeError(f"{layer} is flat (output shape {tuple(shape)}): a neuron is one "
+                raise UnknownUnitError(f"{layer} is flat (output shape {tuple(shape)}): a neuron is one "
                                           f"unit, 0..{shape[0] - 1}, with no (y, x).")
             for name, value, size in (("y", y, shape[1]), ("x", x, shape[2])):
                 if value is not None and not 0 <= value < size:
-                    raise UnitOutOfRangeError(f"Neuron {name}={value} of {layer} is out of range: valid "
+                    raise UnknownUnitError(f"Neuron {name}={value} of {layer} is out of range: valid "
                                               f"{name} is 0..{size - 1} (output shape {tuple(shape)}).")
 
     def _diversity_layer(self, main: Objective) -> str:
@@ -371,51 +417,42 @@ class Maximizer:
         large = [name for name in maps if shapes[name][1] * shapes[name][2] >= area]
         return (large or maps or ["input"])[-1]
 
-    def _real_scores(self, built: Objective, name: str | None, layer, unit, rows: pl.DataFrame) -> np.ndarray:
-        if rows.height == 0:
+    def _real_scores(self, built: Objective, selection: Selection) -> np.ndarray:
+        """The objective's value for each selected image (no transformations)."""
+        if len(selection) == 0:
             return np.zeros(0, np.float32)
-        if name in ("channel", "neuron"):
-            acts = self.store.activations(self.model_id, layer, rows, model=self.module,
-                                          store=not self.store.read_only)
-            outputs = {layer: torch.from_numpy(np.asarray(acts, np.float32))}
+        if built.layers and not set(built.layers) & set(PSEUDO_LAYERS):  # layers only: read from the store
+            outputs = {layer: torch.from_numpy(np.asarray(self.store.activations(
+                self.record, layer, selection, module=self.module, store=not self.store.read_only).values,
+                np.float32)) for layer in built.layers}
             return built(outputs).numpy()
-        values = []  # class logits and composed objectives: one forward pass per batch
-        for _, x in self.store.batches(rows, batch_size=256):
-            values.append(self.score(x, built))
-        return np.concatenate(values)
-
-    def _display(self, image: np.ndarray) -> np.ndarray:
-        stats = self.color_stats
-        low, high = stats.low[:, None, None], stats.high[:, None, None]
-        scaled = np.clip((np.asarray(image, np.float64) - low) / (high - low), 0, 1)
-        rgb = scaled.transpose(1, 2, 0)
-        rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
-        return np.round(rgb * 255).astype(np.uint8)
+        # class logits, objectives over the input: one forward pass per batch
+        return np.concatenate([self.score(x, built) for _, x in self.store.batches(selection, batch_size=256)])
 
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, not {value!r}.")
+        raise OptionError(f"{name} must be a positive int, not {value!r}.")
     return int(value)
 
 
 def _seed(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"seed must be a non-negative int, not {value!r}.")
+        raise OptionError(f"seed must be a non-negative int, not {value!r}.")
     return int(value)
 
 
 def _positive(value, name: str) -> float:
     if not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, not {value!r}.")
+        raise OptionError(f"{name} must be a positive number, not {value!r}.")
     return float(value)
 
 
 def _non_negative(value, name: str) -> float:
     if not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, not {value!r}.")
+        raise OptionError(f"{name} must be a number >= 0, not {value!r}.")
     return float(value)
 
 
-__all__ = ["Maximizer", "TransformError", "UnitOutOfRangeError", "UnknownObjectiveError", "objectives", "param",
-           "render", "results", "transforms"]
+__all__ = ["Comparison", "Maximizer", "TransformError", "UnitOutOfRangeError", "UnknownObjectiveError",
+           "UnknownUnitError", "objectives", "param", "render", "results", "transforms"]

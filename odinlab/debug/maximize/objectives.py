@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from odinlab.errors import closest
+from odinlab.errors import UnknownObjectiveError, UnknownUnitError, closest
 
 NAMES = ("class", "channel", "neuron")
 PSEUDO_LAYERS = ("logits", "input", "image")
@@ -152,7 +152,7 @@ def neuron(layer: str, unit, y: int | None = None, x: int | None = None) -> Obje
     """
     if isinstance(unit, tuple | list):
         if len(unit) != 3 or y is not None or x is not None:
-            raise ValueError(f"A neuron of a convolutional map is unit=(channel, y, x); got unit={unit!r}.")
+            raise UnknownUnitError(f"A neuron of a convolutional map is unit=(channel, y, x); got unit={unit!r}.")
         unit, y, x = (_int(u) for u in unit)
     else:
         unit = _int(unit)
@@ -267,8 +267,6 @@ def named(objective: str, layer: str | None, unit) -> Objective:
     >>> named("channel", "features.relu2", 5)
     channel('features.relu2', 5)
     """
-    from odinlab.debug.maximize.errors import UnknownObjectiveError
-
     if objective == "class":
         return class_logit(unit)
     if objective == "channel":
@@ -283,7 +281,7 @@ def named(objective: str, layer: str | None, unit) -> Objective:
 
 def _int(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
-        raise TypeError(f"A unit index must be an int, not {value!r}.")
+        raise UnknownUnitError(f"A unit index must be an int, not {value!r}.")
     return int(value)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from odinlab.debug.maximize.objectives import PSEUDO_LAYERS, Objective
 from odinlab.debug.maximize.transforms import Compose
+from odinlab.torch_helpers import evaluating, forward_with_hooks
 
 REDIRECT_STEPS = 16
 
@@ -55,22 +56,20 @@ def render(model: nn.Module, objective: Objective, param: nn.Module, transforms:
 
 
 def forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str], normalize=None) -> dict:
-    """One forward pass; the outputs of ``layers`` (named modules) caught by hooks, plus ``"logits"``.
+    """One forward pass keeping the graph: the outputs of ``layers`` plus ``"logits"``, as one dict.
+
+    Built on :func:`odinlab.torch_helpers.forward_with_hooks`; adds what objectives need:
+    the input standardized with ``normalize=(mean, std)``, pseudo layers (``"logits"``,
+    ``"image"``, ``"input"``) skipped, and outputs kept differentiable (copied, so that an
+    in-place ReLU further on cannot change them).
 
     >>> out = forward(net, torch.zeros(2, 1, 8, 8), ["head.fc1"])
     >>> out["head.fc1"].shape, out["logits"].shape
     (torch.Size([2, 64]), torch.Size([2, 10]))
     """
-    caught: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
-    handles = [modules[name].register_forward_hook(_catch(caught, name))
-               for name in dict.fromkeys(layers) if name not in PSEUDO_LAYERS]
-    try:
-        logits = model(_normalized(x, normalize))
-    finally:
-        for handle in handles:
-            handle.remove()
-    caught["logits"] = logits[0] if isinstance(logits, tuple | list) else logits
+    hooked = [name for name in dict.fromkeys(layers) if name not in PSEUDO_LAYERS]
+    logits, caught = forward_with_hooks(model, _normalized(x, normalize), hooked, keep=lambda name, t: t.clone())
+    caught["logits"] = logits
     return caught
 
 
@@ -80,24 +79,6 @@ def _normalized(x: torch.Tensor, normalize) -> torch.Tensor:
         return x
     mean, std = (torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(-1, 1, 1) for v in normalize)
     return (x - mean) / std
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """Run ``model`` in eval mode inside the block, restoring its mode after.
-
-    >>> with evaluating(net.train()) as model:
-    ...     model.training
-    False
-    >>> net.training
-    True
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -125,6 +106,7 @@ def redirected_relus(model: nn.Module, enabled: bool = True):
     def after(module, args, output):
         return _RedirectedReLU.apply(inputs.pop(id(module)), output)
 
+    # Hand-made hooks, not torch_helpers.hooks: an in-place ReLU needs a pre-hook that keeps its input.
     handles = []
     for relu in relus:
         handles += [relu.register_forward_pre_hook(before), relu.register_forward_hook(after)]
@@ -153,10 +135,3 @@ class _RedirectedReLU(torch.autograd.Function):
         dead = relu_grad.flatten(1).norm(dim=1) == 0 if grad.ndim > 1 else (relu_grad.norm() == 0).reshape(1)
         shape = (-1,) + (1,) * (grad.ndim - 1) if grad.ndim > 1 else (1,)
         return torch.where(dead.reshape(shape), redirected, relu_grad), None
-
-
-def _catch(caught: dict, name: str):
-    def hook(module, inputs, output):
-        tensor = output[0] if isinstance(output, tuple | list) else output
-        caught[name] = tensor.clone()  # a copy an in-place op further on (ReLU(inplace=True)) cannot change
-    return hook

@@ -1,9 +1,10 @@
 """Optimized images kept in the store, keyed by model version and every parameter.
 
-A result is a small Zarr group under ``arrays/models/<name>/v<N>/debug/maximize/<digest>``
-(the digest of its parameters): ``images`` (n, C, H, W) float32, ``values`` (n,) the
-objective reached, and the parameters in its attributes. ``complete`` is written last, so
-a result interrupted halfway is computed again rather than read.
+A result is a small Zarr group in the version's ``debug`` area, ``maximize/<digest>`` (the
+digest of its parameters; :mod:`odinlab.store.layout` decides where that is): ``images``
+(n, C, H, W) float32, ``values`` (n,) the objective reached, and the parameters in its
+attributes. ``complete`` is written last, so a result interrupted halfway is computed again
+rather than read.
 """
 
 from __future__ import annotations
@@ -13,34 +14,26 @@ import json
 import numpy as np
 import polars as pl
 
-from odinlab.store.layout import digest
 from odinlab.store.arrays import COMPRESSOR
-from odinlab.store.fs import check_name
+from odinlab.store.layout import digest
 
 KIND = "maximize"
+AREA = "debug"
 
 
-def _path(store, model_id: str, params: dict) -> str:
-    name, version = store.resolve_model(model_id).rsplit("@", 1)
-    return f"models/{check_name(name)}/v{int(version)}/debug/{KIND}/{digest(params)}"
-
-
-def load(store, model_id: str, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def load(store, model, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored (images, values) for ``params``, or None when not (completely) stored.
 
     >>> load(store, "cnn@1", {"never": "stored"}) is None
     True
     """
-    path, group = _path(store, model_id, params), store._arrays()
-    if path not in group:
-        return None
-    result = group[path]
-    if not result.attrs.get("complete"):
+    result = store.results.group(model, AREA, KIND, digest(params))
+    if result is None or not result.attrs.get("complete"):
         return None
     return np.asarray(result["images"][:], np.float32), np.asarray(result["values"][:], np.float32)
 
 
-def save(store, model_id: str, params: dict, images: np.ndarray, values: np.ndarray) -> None:
+def save(store, model, params: dict, images: np.ndarray, values: np.ndarray) -> None:
     """Store (images, values) for ``params``; a read-only store keeps nothing.
 
     >>> save(store, "cnn@1", {"example": 1}, np.zeros((1, 1, 8, 8), np.float32), np.ones(1, np.float32))
@@ -49,37 +42,34 @@ def save(store, model_id: str, params: dict, images: np.ndarray, values: np.ndar
     """
     if store.read_only:
         return
-    group = store._arrays(mode="a").require_group(_path(store, model_id, params))
+    group = store.results.group(model, AREA, KIND, digest(params), create=True)
     group.attrs.update({"complete": False})
     for name, data in (("images", images), ("values", values)):
         data = np.asarray(data, np.float32)
         array = group.create_array(name, shape=data.shape, chunks=data.shape or None, dtype="float32",
                                    compressors=COMPRESSOR, overwrite=True)
         array[...] = data
-    group.attrs.update({"kind": KIND, "model_id": store.resolve_model(model_id),
+    group.attrs.update({"kind": KIND, "model_id": store.model(model).model_id,
                         "params": json.dumps(params, sort_keys=True, default=str), "complete": True})
 
 
-def stored(store, model_id: str) -> pl.DataFrame:
+def stored(store, model) -> pl.DataFrame:
     """Every stored maximization of a model version: digest, objective spec, n, steps, seed, values.
 
     >>> save(store, "cnn@1", {"objective": {"op": "class", "unit": 3}, "n": 1}, np.zeros((1, 1, 8, 8)), np.ones(1))
     >>> stored(store, "cnn@1").select("objective", "n").rows()
     [('{"op": "class", "unit": 3}', 1)]
     """
-    name, version = store.resolve_model(model_id).rsplit("@", 1)
-    root, rows = f"models/{check_name(name)}/v{int(version)}/debug/{KIND}", []
-    group = store._arrays()
-    if root in group:
-        for digest in sorted(group[root].group_keys()):
-            result = group[f"{root}/{digest}"]
-            if not result.attrs.get("complete"):
-                continue
-            params = json.loads(result.attrs["params"])
-            rows.append({"digest": digest, "objective": json.dumps(params.get("objective"), sort_keys=True),
-                         "n": params.get("n"), "steps": params.get("steps"), "seed": params.get("seed"),
-                         "values": np.asarray(result["values"][:], np.float64).tolist(),
-                         "params": result.attrs["params"]})
+    root, rows = store.results.group(model, AREA, KIND), []
+    for key in sorted(root.group_keys()) if root is not None else []:
+        result = root[key]
+        if not result.attrs.get("complete"):
+            continue
+        params = json.loads(result.attrs["params"])
+        rows.append({"digest": key, "objective": json.dumps(params.get("objective"), sort_keys=True),
+                     "n": params.get("n"), "steps": params.get("steps"), "seed": params.get("seed"),
+                     "values": np.asarray(result["values"][:], np.float64).tolist(),
+                     "params": result.attrs["params"]})
     return pl.DataFrame(rows, schema={"digest": pl.String, "objective": pl.String, "n": pl.Int64,
                                       "steps": pl.Int64, "seed": pl.Int64, "values": pl.List(pl.Float64),
                                       "params": pl.String})

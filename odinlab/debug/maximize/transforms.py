@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch.nn import functional as F
 
-from odinlab.debug.maximize.errors import TransformError
+from odinlab.errors import TransformError
 
 PAD_MODES = ("reflect", "replicate", "constant")
 
