@@ -1,14 +1,22 @@
 """Sample: the learned embedding space, decision-boundary sampling and approximate queries.
 
+Every function takes ``(store, model, [layer], images=None, *, options)``; ``model`` is a model
+id, name, record or registered module, and an ``nn.Module``-only keyword is ``module=``.
+
 >>> from odinlab.sampling import Embedding, boundary_sample, top_units
 """
 
-from odinlab.sampling.boundary import BoundaryError, boundary_scores, neighbour_mixing
-from odinlab.sampling.embedding import Embedding, EmbeddingError, layer_features
+from odinlab.errors import (
+    BoundaryError,
+    EmbeddingError,
+    SampleSizeError,
+    UnknownValueError,
+)
+from odinlab.sampling.boundary import boundary_scores, neighbour_mixing
+from odinlab.sampling.embedding import Embedding, layer_features
 from odinlab.sampling.estimators import Design
 from odinlab.sampling.exemplars import between_classes, boundary_pairs
 from odinlab.sampling.queries import (
-    UnknownValueError,
     class_accuracy,
     class_means,
     confusion_counts,
@@ -17,7 +25,6 @@ from odinlab.sampling.queries import (
 )
 from odinlab.sampling.sample import (
     Sample,
-    SampleSizeError,
     boundary_sample,
     uniform_sample,
 )

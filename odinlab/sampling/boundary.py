@@ -12,42 +12,43 @@ import numpy as np
 import polars as pl
 
 from odinlab.errors import BoundaryError, NotMaterializedError
-from odinlab.store.images import ImageSelection
+from odinlab.store.records import ModelRecord
+from odinlab.store.selection import ImageSelection, Selection
 
 
-def stored_predictions(store, model_id: str, images: ImageSelection = None) -> pl.DataFrame:
-    """Stored predictions of every selected image (labelled or not), in selection order.
+def complete_predictions(store, record: ModelRecord, selection: Selection) -> pl.DataFrame:
+    """``store.predictions(record, selection)``, refusing when some images have none stored.
 
-    Refuses clearly when some were never materialized.
+    The sampling estimators need a prediction for every selected image: a silent gap would
+    bias them, so the gap is an error that says how to fill it.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> stored_predictions(store, "cnn@1", "val").height
+    >>> complete_predictions(store, store.model("cnn@1"), store.select("val")).height
     269
     """
-    model_id = store.resolve_model(model_id)
-    selected = store.select(images)
-    frame = store.predictions(model_id, selected)
-    if frame.height < selected.height:
+    frame = store.predictions(record, selection)
+    if frame.height < len(selection):
         raise NotMaterializedError(
-            f"{selected.height - frame.height} of the {selected.height} selected images have no stored "
-            f"predictions of {model_id}; run store.materialize(model, images=...) for them first.")
+            f"{len(selection) - frame.height} of the {len(selection)} selected images have no stored "
+            f"predictions of {record.model_id}; run store.materialize(model, images=...) for them first.")
     return frame
 
 
-def embedding_coordinates(store, embedding, ids: pl.Series) -> np.ndarray | None:
-    """(n, d) coordinates of ``ids`` from an :class:`Embedding`, an array aligned with them, or None.
+def embedding_coordinates(embedding, selection: Selection) -> np.ndarray | None:
+    """(n, d) coordinates of the selected images from an :class:`Embedding`, an array aligned
+    with the selection, or None.
 
-    >>> embedding_coordinates(store, np.zeros((2, 2)), store.select(["digits-0000", "digits-0001"])["image_id"]).shape
+    >>> embedding_coordinates(np.zeros((2, 2)), store.select(["digits-0000", "digits-0001"])).shape
     (2, 2)
     """
     if embedding is None:
         return None
     if hasattr(embedding, "coordinates"):
-        return np.asarray(embedding.coordinates(ids), np.float32)
+        return np.asarray(embedding.coordinates(selection).values, np.float32)
     coords = np.asarray(embedding, np.float32)
-    if coords.ndim != 2 or len(coords) != ids.len():
+    if coords.ndim != 2 or len(coords) != len(selection):
         raise BoundaryError(f"embedding coordinates must be an (images, dims) array with one row per selected "
-                            f"image ({ids.len()}), got shape {coords.shape}; pass an Embedding instead.")
+                            f"image ({len(selection)}), got shape {coords.shape}; pass an Embedding instead.")
     return coords
 
 
@@ -84,7 +85,7 @@ def neighbour_mixing(coords: np.ndarray, predicted: np.ndarray, labels: np.ndarr
     return mixing
 
 
-def boundary_scores(store, model_id: str, images: ImageSelection = None, *, embedding=None, k: int = 15,
+def boundary_scores(store, model, images: ImageSelection = None, *, embedding=None, k: int = 15,
                     margin_weight: float = 0.5) -> pl.DataFrame:
     """Score every image by how close it is to a decision boundary, in [0, 1] (1: on it).
 
@@ -92,6 +93,7 @@ def boundary_scores(store, model_id: str, images: ImageSelection = None, *, embe
     is the disagreement of the ``k`` nearest neighbours in ``embedding`` (an
     :class:`~odinlab.sampling.Embedding` or an (images, 2) array aligned with the selection);
     without an embedding the score is ``1 − margin``. Reads stored predictions only.
+    ``model`` is a model id, name, record or registered module.
 
     >>> _ = store.materialize(net, images="val", progress=False)
     >>> scores = boundary_scores(store, "cnn@1", "val")
@@ -100,17 +102,17 @@ def boundary_scores(store, model_id: str, images: ImageSelection = None, *, embe
     """
     if not 0 <= margin_weight <= 1:
         raise BoundaryError(f"margin_weight must be in [0, 1], got {margin_weight!r}.")
-    preds = stored_predictions(store, model_id, images)
-    ids = preds["image_id"]
+    record, selection = store.model(model), store.select(images)
+    preds = complete_predictions(store, record, selection)
     predicted = preds["predicted"].to_numpy()
     labels = preds["label"].fill_null(-1).to_numpy().astype(np.int64)
     margin = np.clip(preds["margin"].to_numpy().astype(float), 0, 1)
-    coords = embedding_coordinates(store, embedding, ids)
+    coords = embedding_coordinates(embedding, selection)
     if coords is None:
-        mixing = np.full(len(ids), np.nan)
+        mixing = np.full(len(selection), np.nan)
         score = 1 - margin
     else:
         mixing = neighbour_mixing(coords, predicted, labels, k)
         score = margin_weight * (1 - margin) + (1 - margin_weight) * mixing
-    return pl.DataFrame({"image_id": ids, "label": preds["label"], "predicted": predicted,
+    return pl.DataFrame({"image_id": preds["image_id"], "label": preds["label"], "predicted": predicted,
                          "margin": margin, "mixing": mixing, "score": np.clip(score, 0, 1)})

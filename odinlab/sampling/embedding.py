@@ -10,51 +10,62 @@ once with the same seed, which reproduces the stored coordinates.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 import weakref
 
 import numpy as np
 import polars as pl
 import torch
+import xarray as xr
+from torch import nn
 from tqdm.auto import tqdm
 
+from odinlab.errors import EmbeddingError
+from odinlab.store.labelled import labelled
 from odinlab.store.layout import digest
-from odinlab.errors import EmbeddingError, NotMaterializedError
-from odinlab.store.images import ImageSelection
+from odinlab.store.selection import ImageSelection
+from odinlab.torch_helpers import evaluating, hooks, module_device
 
 REDUCERS = ("umap", "pca", None)
 # Fitted reducers of this session, per store object and embedding key (never written to the store).
 _SESSION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def layer_features(store, model_id: str, layer: str, images: ImageSelection = None, *,
-                   spatial: str = "flatten", model=None) -> np.ndarray:
+def layer_features(store, model, layer: str, images: ImageSelection = None, *, spatial: str = "flatten",
+                   module: nn.Module | None = None) -> xr.DataArray:
     """(images, features) float32 activations of ``layer``: conv maps flattened or averaged.
 
-    Computed on demand with ``model`` (or this session's module); a layer never materialized
-    with no module raises :class:`~odinlab.errors.NotMaterializedError`.
+    Labelled by image id (``.values`` is the numpy matrix). Computed on demand with
+    ``module`` (or this session's module of ``model``); a layer never materialized with no
+    module raises :class:`~odinlab.errors.NotMaterializedError`.
 
-    >>> layer_features(store, "cnn@1", "features.relu2", ["digits-0000"], spatial="mean").shape
-    (1, 32)
+    >>> feats = layer_features(store, "cnn@1", "features.relu2", ["digits-0000"], spatial="mean")
+    >>> feats.dims, feats.shape
+    (('image_id', 'feature'), (1, 32))
     """
     if spatial not in ("flatten", "mean"):
         raise EmbeddingError(f"spatial must be 'flatten' or 'mean', not {spatial!r}.")
-    values = store.activations(model_id, layer, images, model=model)
+    acts = store.activations(model, layer, images, module=module)
+    values = acts.values
     if values.ndim > 2:
         values = values.reshape(len(values), values.shape[1], -1)
         values = values.mean(axis=2) if spatial == "mean" else values.reshape(len(values), -1)
-    return np.ascontiguousarray(values, dtype=np.float32)
+    return labelled(np.ascontiguousarray(values, dtype=np.float32), acts.image_id.values.tolist(),
+                    dims=("feature",), name=layer, **acts.attrs)
 
 
 class Embedding:
     """UMAP (or PCA) of a layer's activations, scikit-learn style, cached in the store.
 
-    ``pca`` reduces to that many dimensions before UMAP (None: off); ``reducer`` is ``"umap"``,
-    ``"pca"`` (a linear map straight to ``n_components``) or None. Features that already have
-    ``n_components`` dimensions (a 2-unit layer) are used as they are. Deterministic for a
-    ``seed`` (UMAP then runs single-threaded). After ``fit``: ``embedding_`` (images ×
-    n_components), ``image_ids_``, ``from_cache_`` (True when the coordinates were read).
+    ``model`` is a model id, name, record or registered module; ``module=`` is the network to
+    compute activations never materialized with (this session's module of ``model`` when
+    omitted). ``pca`` reduces to that many dimensions before UMAP (None: off); ``reducer`` is
+    ``"umap"``, ``"pca"`` (a linear map straight to ``n_components``) or None. Features that
+    already have ``n_components`` dimensions (a 2-unit layer) are used as they are.
+    Deterministic for a ``seed`` (UMAP then runs single-threaded). After ``fit``:
+    ``embedding_`` (numpy, images × n_components), ``image_ids_`` (their ids), ``selection_``
+    and ``from_cache_`` (True when the coordinates were read); :meth:`coordinates` gives them
+    labelled by image id.
 
     >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
     >>> emb.embedding_.shape, emb.from_cache_
@@ -63,20 +74,24 @@ class Embedding:
     True
     """
 
-    def __init__(self, store, model_id: str, layer: str, *, n_components: int = 2, pca: int | None = 50,
+    def __init__(self, store, model, layer: str, *, n_components: int = 2, pca: int | None = 50,
                  n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean",
                  reducer: str | None = "umap", spatial: str = "flatten", seed: int = 0,
-                 model=None, progress: bool = True):
+                 module: nn.Module | None = None, progress: bool = True):
         if reducer not in REDUCERS:
             raise EmbeddingError(f"reducer must be one of 'umap', 'pca' or None, not {reducer!r}.")
-        if not isinstance(n_components, int) or n_components < 1:
+        if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
             raise EmbeddingError(f"n_components must be a positive int, not {n_components!r}.")
         if pca is not None and (not isinstance(pca, int) or pca < n_components):
             raise EmbeddingError(f"pca must be None or an int >= n_components ({n_components}), not {pca!r}.")
-        self.store, self.model_id, self.layer = store, store.resolve_model(model_id), layer
+        if spatial not in ("flatten", "mean"):
+            raise EmbeddingError(f"spatial must be 'flatten' or 'mean', not {spatial!r}.")
+        self.store, self.record = store, store.model(model)  # resolved once, used by every call
+        self.model_id, self.layer = self.record.model_id, store.check_layers(self.record, [layer])[0]
         self.n_components, self.pca, self.n_neighbors, self.min_dist = n_components, pca, n_neighbors, min_dist
         self.metric, self.reducer, self.spatial, self.seed = metric, reducer, spatial, seed
-        self.model, self.progress = model, progress
+        self.module = module if module is not None else model if isinstance(model, nn.Module) else None
+        self.progress = progress
 
     # -- fitting -----------------------------------------------------------------------------
 
@@ -93,32 +108,37 @@ class Embedding:
         >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val").image_ids_[0]
         'digits-0007'
         """
-        ids = self.store.select(images)["image_id"]
-        if ids.len() == 0:
+        selection = self.store.select(images)
+        if len(selection) == 0:
             raise EmbeddingError("The image selection is empty; nothing to embed.")
-        self.key = digest({**self.params, "images": digest({"ids": ids.to_list()})})
+        self.key = digest({**self.params, "images": digest({"ids": selection.ids})})
         computed = []
 
         def compute() -> pl.DataFrame:
             computed.append(True)
-            coords = self._fit_features(layer_features(self.store, self.model_id, self.layer, ids,
-                                                       spatial=self.spatial, model=self.model))
-            return pl.DataFrame({"image_id": ids, **{f"c{j}": coords[:, j] for j in range(coords.shape[1])}})
+            coords = self._fit_features(self._features(selection))
+            return pl.DataFrame({"image_id": selection.ids,
+                                 **{f"c{j}": coords[:, j] for j in range(coords.shape[1])}})
 
-        frame = self.store.results.table(self.model_id, "embedding", {**self.params, "key": self.key}, compute)
+        frame = self.store.results.table(self.record, "embedding", {**self.params, "key": self.key}, compute)
+        self.selection_ = selection
         self.image_ids_ = frame["image_id"].to_list()
         self.embedding_ = frame.drop("image_id").to_numpy().astype(np.float32)
         self.from_cache_ = not computed
         self._index = {image_id: i for i, image_id in enumerate(self.image_ids_)}
         return self
 
-    def fit_transform(self, images: ImageSelection = None) -> np.ndarray:
-        """``fit(images).embedding_``.
+    def fit_transform(self, images: ImageSelection = None) -> xr.DataArray:
+        """``fit(images).coordinates()``: the fitted coordinates, labelled by image id.
 
         >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit_transform("val").shape
         (269, 2)
         """
-        return self.fit(images).embedding_
+        return self.fit(images).coordinates()
+
+    def _features(self, images: ImageSelection) -> np.ndarray:
+        return layer_features(self.store, self.record, self.layer, images, spatial=self.spatial,
+                              module=self.module).values
 
     def _fit_features(self, x: np.ndarray) -> np.ndarray:
         """Fit the reducer on features ``x`` and keep it in this session; return the coordinates."""
@@ -170,9 +190,7 @@ class Embedding:
         self._check_fitted()
         found = _SESSION.get(self.store, {}).get((self.model_id, self.key))
         if found is None:
-            x = layer_features(self.store, self.model_id, self.layer, self.image_ids_,
-                               spatial=self.spatial, model=self.model)
-            self._fit_features(x)
+            self._fit_features(self._features(self.selection_))
             found = _SESSION[self.store][(self.model_id, self.key)]
         return found
 
@@ -180,29 +198,37 @@ class Embedding:
         if not hasattr(self, "embedding_"):
             raise EmbeddingError("This Embedding is not fitted yet; call .fit(images) first.")
 
+    def _labelled(self, coords: np.ndarray, image_ids) -> xr.DataArray:
+        return labelled(np.asarray(coords, np.float32), image_ids, dims=("component",), name="embedding",
+                        model_id=self.model_id, layer=self.layer)
+
     # -- using it ----------------------------------------------------------------------------
 
-    def coordinates(self, images: ImageSelection = None) -> np.ndarray:
-        """Coordinates of ``images`` (None: the fitted ones): stored ones read, others transformed.
+    def coordinates(self, images: ImageSelection = None) -> xr.DataArray:
+        """Coordinates of ``images`` (None: the fitted ones), dims (image_id, component): stored
+        ones read, others transformed.
 
         >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
-        >>> bool(np.allclose(emb.coordinates(emb.image_ids_[:3]), emb.embedding_[:3]))
-        True
+        >>> coords = emb.coordinates(emb.image_ids_[:3])
+        >>> coords.dims, bool(np.allclose(coords.values, emb.embedding_[:3]))
+        (('image_id', 'component'), True)
         """
         self._check_fitted()
         if images is None:
-            return self.embedding_
-        ids = self.store.select(images)["image_id"].to_list()
+            return self._labelled(self.embedding_, self.image_ids_)
+        selection = self.store.select(images)
+        ids = selection.ids
         known = np.array([i in self._index for i in ids], bool)
         out = np.empty((len(ids), self.embedding_.shape[1]), np.float32)
         if known.any():
             out[known] = self.embedding_[[self._index[i] for i in np.asarray(ids)[known]]]
         if (~known).any():
-            out[~known] = self.transform(list(np.asarray(ids)[~known]))
-        return out
+            out[~known] = self.transform(selection[~known]).values
+        return self._labelled(out, ids)
 
-    def transform(self, images: ImageSelection) -> np.ndarray:
-        """Place new images into the fitted embedding (UMAP's ``transform``; PCA's projection).
+    def transform(self, images: ImageSelection) -> xr.DataArray:
+        """Place images into the fitted embedding (UMAP's ``transform``; PCA's projection),
+        dims (image_id, component).
 
         On a store reopened in a new session the reducer is refitted once first (same seed,
         same coordinates), since fitted reducers are never stored.
@@ -212,19 +238,20 @@ class Embedding:
         (270, 2)
         """
         pca, reducer = self._fitted()
-        x = layer_features(self.store, self.model_id, self.layer, images, spatial=self.spatial, model=self.model)
+        selection = self.store.select(images)
+        x = self._features(selection)
         if x.shape[1] != self.feature_dim_:
             raise EmbeddingError(f"Features of {self.layer} have {x.shape[1]} dimensions, the embedding "
                                  f"was fitted on {self.feature_dim_}.")
-        if pca is None and reducer is None:
-            return x
         if pca is not None:
             x = pca.transform(x)
-        if reducer is None:
-            return _pad(x, self.n_components).astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.asarray(reducer.transform(x), np.float32)
+        if reducer is not None:
+            with warnings.catch_warnings():  # umap's transform warns about its own internals
+                warnings.simplefilter("ignore")
+                x = reducer.transform(x)
+        elif pca is not None:
+            x = _pad(x, self.n_components)
+        return self._labelled(x, selection.ids)
 
     def inverse_transform(self, points: np.ndarray) -> np.ndarray:
         """Map embedding points back to the layer's feature space (UMAP's inverse transform).
@@ -245,74 +272,62 @@ class Embedding:
             points = points[:, : pca.n_components_]
         return (pca.inverse_transform(points) if pca is not None else points).astype(np.float32)
 
-    def predict(self, points: np.ndarray, model=None) -> np.ndarray:
+    def predict(self, points: np.ndarray, module: nn.Module | None = None) -> np.ndarray:
         """Class probabilities of embedding points: inverse-transformed, then run through the
         rest of the network from the layer on (its output is replaced by the points' features).
 
-        Needs the module (``model=`` or this session's) and flattened, unpooled features. For
-        networks with skip connections around the layer, the result is only an approximation.
+        Needs the module (``module=``, the one given to the Embedding, or this session's) and
+        flattened, unpooled features. For networks with skip connections around the layer, the
+        result is only an approximation.
 
         >>> emb = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
         >>> emb.predict(emb.embedding_[:2]).shape
         (2, 10)
         """
         features = self.inverse_transform(points)
-        module = model or self.model or self.store._modules.get(self.model_id)
         if module is None:
-            raise NotMaterializedError(f"No module for {self.model_id} in this session to run the points "
-                                       f"through; pass model=<the network>.")
-        arch = self.store.architecture(self.model_id)
-        shape = tuple(dict(zip(arch["layer"].to_list(), arch["output_shape"].to_list()))[self.layer])
+            module = self.module if self.module is not None else self.store.module(self.record)
+        shape = self._layer_shape()
         if int(np.prod(shape)) != features.shape[1] or self.spatial != "flatten":
             raise EmbeddingError(f"The embedding's features ({features.shape[1]} values) are not {self.layer}'s "
                                  f"output {shape}; refit with spatial='flatten' on an unpooled layer to predict.")
         replacement = torch.from_numpy(features.reshape(len(features), *shape))
-        layer = dict(module.named_modules())[self.layer]
-        handle = layer.register_forward_hook(
-            lambda mod, inputs, output: replacement.to(output.device, output.dtype))
-        was_training = module.training
-        try:
-            module.eval()
-            with torch.no_grad():
-                device = next(module.parameters(), torch.empty(0)).device  # the model's, CPU or GPU
-                dummy = torch.zeros(len(features), *self.store._row(self.model_id)["input_shape"], device=device)
-                logits = module(dummy)
-        finally:
-            handle.remove()
-            module.train(was_training)
+
+        def replace(name, output, inputs):
+            return replacement.to(output.device, output.dtype)
+
+        with evaluating(module), torch.no_grad(), hooks(module, [self.layer], replace):
+            # the input only drives the network up to the layer, whose output is replaced
+            dummy = torch.zeros(len(features), *self.record.input_shape, device=module_device(module))
+            logits = module(dummy)
         logits = logits[0] if isinstance(logits, tuple | list) else logits
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
+    def _layer_shape(self) -> tuple[int, ...]:
+        arch = self.store.architecture(self.record)
+        return tuple(dict(zip(arch["layer"].to_list(), arch["output_shape"].to_list()))[self.layer])
+
     def frame(self) -> pl.DataFrame:
-        """One row per embedded image: image_id, x, y, label, label_name, predicted, margin, correct.
+        """One row per embedded image: image_id, x, y, split, label, label_name, predicted,
+        confidence, margin, correct (prediction columns null where none is stored).
 
         >>> _ = store.materialize(net, images="val", progress=False)
         >>> Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val").frame().columns[:4]
         ['image_id', 'x', 'y', 'split']
         """
         self._check_fitted()
-        names = ["x", "y", "z"][: self.embedding_.shape[1]] if self.embedding_.shape[1] <= 3 else \
-            [f"c{j}" for j in range(self.embedding_.shape[1])]
-        coords = pl.DataFrame({"image_id": self.image_ids_,
-                               **{name: self.embedding_[:, j] for j, name in enumerate(names)}})
-        info = self.store.select(self.image_ids_).select("image_id", "split", "label", "label_name")
-        preds = self.store.predictions(self.model_id, self.image_ids_)
-        preds = preds.select("image_id", "predicted", "confidence", "margin", "correct")
-        return coords.join(info, on="image_id", how="left", maintain_order="left") \
+        d = self.embedding_.shape[1]
+        names = ["x", "y", "z"][:d] if d <= 3 else [f"c{j}" for j in range(d)]
+        coords = pl.DataFrame({"image_id": self.image_ids_, **{name: self.embedding_[:, j] for j, name in enumerate(names)}})
+        info = self.selection_.frame.select("image_id", "split", "label", "label_name")
+        preds = self.store.predictions(self.record, self.selection_)
+        preds = preds.select("image_id", "predicted", "confidence", "margin", "correct").unique("image_id")
+        return coords.hstack(info.drop("image_id")) \
                      .join(preds, on="image_id", how="left", maintain_order="left")
 
     def __repr__(self) -> str:
         fitted = f"{len(self.image_ids_)} images" if hasattr(self, "image_ids_") else "not fitted"
         return f"<Embedding {self.model_id} {self.layer} {self.reducer} ({fitted})>"
-
-
-def array_key(coords: np.ndarray) -> str:
-    """A digest of an array of coordinates (to key results computed from it).
-
-    >>> len(array_key(np.zeros((3, 2))))
-    16
-    """
-    return hashlib.sha256(np.ascontiguousarray(coords, np.float32).tobytes()).hexdigest()[:16]
 
 
 def _pad(x: np.ndarray, k: int) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import norm
 
+from odinlab.errors import OptionError
+
 
 @dataclass(frozen=True, eq=False)
 class Design:
@@ -94,7 +96,7 @@ def z_value(level: float) -> float:
     1.96
     """
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95; got {level!r}.")
+        raise OptionError(f"level must be in (0, 1), e.g. 0.95; got {level!r}.")
     return float(norm.ppf(0.5 + level / 2))
 
 

@@ -14,12 +14,14 @@ that sample read only its rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
+import xarray as xr
 
-from odinlab.debug.units import UnknownColumnError
-from odinlab.errors import UnknownValueError
-from odinlab.sampling.boundary import stored_predictions
+from odinlab.errors import OptionError, UnknownColumnError, UnknownValueError
+from odinlab.sampling.boundary import complete_predictions
 from odinlab.sampling.estimators import (
     Design,
     domain_auc,
@@ -27,211 +29,263 @@ from odinlab.sampling.estimators import (
     totals,
     z_value,
 )
-from odinlab.sampling.sample import Sample, uniform_sample  # noqa: F401  (used by the examples)
-from odinlab.store.arrays import ArraySpec, RowArray
-from odinlab.store.fs import check_name
-from odinlab.store.images import ImageSelection
+from odinlab.sampling.sample import Sample, sample_selection, uniform_sample  # noqa: F401  (examples)
+from odinlab.store.arrays import RowArray
+from odinlab.store.labelled import labelled
+from odinlab.store.records import ModelRecord
+from odinlab.store.selection import ImageSelection, Selection
+
+# Grouping by more distinct values than this is a continuous column, not a category.
+MAX_GROUPS = 100
 
 
-def sample_activations(store, model_id: str, layer: str, sample: Sample, *, keep: bool = True,
-                       model=None, pool: int | None = None) -> np.ndarray:
-    """Activations of ``layer`` for the sampled images, in sample order.
+def sample_activations(store, model, layer: str, sample: Sample, *, module=None, keep: bool = True,
+                       pool: int | None = None) -> xr.DataArray:
+    """Activations of ``layer`` for the sampled images, in sample order, labelled by image id.
 
     With ``keep=True`` (and a writable store) a compact copy of these rows is kept in the
     store, so the next call reads only them; a layer never materialized is computed with
-    ``model`` (or this session's module) for the sampled images only. ``pool`` picks the
-    variant materialized with ``pool=k``.
+    ``module`` (or this session's module of ``model``) for the sampled images only. ``pool``
+    picks the variant materialized with ``pool=k``.
 
-    >>> s = uniform_sample(store, 20, "val", seed=0)
-    >>> sample_activations(store, "cnn@1", "head.fc1", s, model=net).shape
-    (20, 64)
+    >>> s = uniform_sample(store, "cnn@1", 20, "val", seed=0)
+    >>> acts = sample_activations(store, "cnn@1", "head.fc1", s, module=net)
+    >>> acts.dims, acts.shape, acts.image_id.values[0] == s.image_ids[0]
+    (('image_id', 'unit'), (20, 64), True)
     """
-    model_id = store.resolve_model(model_id)
-    copy = _synopsis(store, model_id, layer, sample, pool)
-    if copy is not None:
-        return copy.read(np.arange(len(sample)))
-    values = store.activations(model_id, layer, sample.image_ids, model=model, pool=pool)
-    if keep and not store.read_only:
-        source = store._find_layer_array(model_id, layer, None, pool)
-        dtype = source.dtype if source is not None and source.dtype in ("float16", "float32") else "float32"
-        spec = ArraySpec(_synopsis_path(model_id, layer, sample, pool), tuple(values.shape[1:]), dtype,
-                         (("layer", layer), ("sample", sample.key)))
-        spec.open(store._arrays(mode="a"), len(sample)).write(np.arange(len(sample)), values)
-    return values
+    record = store.model(model)
+    values = _sample_values(store, record, layer, sample, module, keep, pool)
+    return labelled(values, sample.image_ids.to_list(), name=layer, model_id=record.model_id)
 
 
-def class_means(store, model_id: str, layer: str, *, by: str = "label", sample: Sample | None = None,
-                images: ImageSelection = None, level: float = 0.95, model=None, keep: bool = True,
+def class_means(store, model, layer: str, images: ImageSelection = None, *, by: str = "label",
+                sample: Sample | None = None, level: float = 0.95, module=None, keep: bool = True,
                 pool: int | None = None) -> pl.DataFrame:
     """Mean activation of every unit within each value of ``by`` (a class by default).
 
-    Columns: value, unit, estimate, se, lower, upper, n (images of that value used).
-    ``pool`` reads the variant materialized with ``pool=k``.
+    Columns: the grouping column under its own name (``label`` and ``label_name`` for
+    ``by="label"``, ``predicted`` and ``predicted_name`` for ``by="predicted"``, ``split`` for
+    ``by="split"``...), unit, estimate, se, lower, upper, n (images of that value used).
+    ``sample=`` gives an estimate over the set the sample was drawn from; without it the
+    answer is exact over ``images``. ``pool`` reads the variant materialized with ``pool=k``.
 
-    >>> exact = class_means(store, "cnn@1", "head.fc1", images="val", model=net)
+    >>> exact = class_means(store, "cnn@1", "head.fc1", "val", module=net)
     >>> exact.columns, exact.height, float(exact["se"].max())
-    (['value', 'unit', 'estimate', 'se', 'lower', 'upper', 'n'], 640, 0.0)
+    (['label', 'label_name', 'unit', 'estimate', 'se', 'lower', 'upper', 'n'], 640, 0.0)
     """
-    ids, design = _rows(store, sample, images)
-    values, codes = _categories(store, model_id, ids, by)
-    acts = _units(store, model_id, layer, ids, sample, model, keep, pool)
-    estimate, se = domain_means(acts, codes, len(values), design)
-    n = np.bincount(codes[codes >= 0], minlength=len(values))
+    record = store.model(model)
+    selection, design = _rows(store, sample, images)
+    groups = _groups(store, record, selection, by)
+    acts = _units(store, record, layer, selection, sample, module, keep, pool)
+    estimate, se = domain_means(acts, groups.codes, len(groups), design)
+    n = np.bincount(groups.codes[groups.codes >= 0], minlength=len(groups))
     z = z_value(level)
     units = acts.shape[1]
-    return pl.DataFrame({
-        "value": np.repeat(values, units), "unit": np.tile(np.arange(units), len(values)),
-        "estimate": estimate.ravel(), "se": se.ravel(),
-        "lower": (estimate - z * se).ravel(), "upper": (estimate + z * se).ravel(),
-        "n": np.repeat(n, units),
-    })
+    return groups.frame(np.repeat(np.arange(len(groups)), units)).hstack(pl.DataFrame({
+        "unit": np.tile(np.arange(units), len(groups)), "estimate": estimate.ravel(), "se": se.ravel(),
+        "lower": (estimate - z * se).ravel(), "upper": (estimate + z * se).ravel(), "n": np.repeat(n, units)}))
 
 
-def top_units(store, model_id: str, layer: str, *, column: str = "label", value=None, k: int = 10,
-              sample: Sample | None = None, images: ImageSelection = None, level: float = 0.95,
-              model=None, keep: bool = True, pool: int | None = None) -> pl.DataFrame:
-    """The ``k`` units that best separate each value of ``column`` (or one ``value``) from the rest.
+def top_units(store, model, layer: str, images: ImageSelection = None, *, by: str = "label", value=None,
+              k: int = 10, sample: Sample | None = None, level: float = 0.95, module=None, keep: bool = True,
+              pool: int | None = None) -> pl.DataFrame:
+    """The ``k`` units that best separate each value of ``by`` (or one ``value``) from the rest.
 
     The score is ``|AUC − 0.5| · 2`` of the unit's activation for that value against all
     others (weighted by ``1/π`` from a sample, with a linearized standard error), as in
-    :func:`odinlab.debug.units.unit_scores`. Columns: value, rank, unit, score, se, lower,
-    upper, auc. ``pool`` reads the variant materialized with ``pool=k``.
+    :func:`odinlab.debug.units.unit_scores`. Columns: the grouping column under its own name
+    (``label``, ``label_name`` for ``by="label"``), rank, unit, score, se, lower, upper, auc.
+    ``pool`` reads the variant materialized with ``pool=k``.
 
-    >>> top = top_units(store, "cnn@1", "head.fc1", value="3", k=3, images="val", model=net)
-    >>> top["rank"].to_list(), top["value"].unique().to_list()
+    >>> top = top_units(store, "cnn@1", "head.fc1", "val", value="3", k=3, module=net)
+    >>> top["rank"].to_list(), top["label_name"].unique().to_list()
     ([1, 2, 3], ['3'])
     """
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, not {k!r}.")
-    ids, design = _rows(store, sample, images)
-    values, codes = _categories(store, model_id, ids, column)
-    wanted = range(len(values)) if value is None else [_value_index(values, value, column)]
-    acts = _units(store, model_id, layer, ids, sample, model, keep, pool)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise OptionError(f"k must be a positive int, not {k!r}.")
+    record = store.model(model)
+    selection, design = _rows(store, sample, images)
+    groups = _groups(store, record, selection, by)
+    wanted = range(len(groups)) if value is None else [groups.index(value)]
+    acts = _units(store, record, layer, selection, sample, module, keep, pool)
     z = z_value(level)
     frames = []
     for d in wanted:
-        auc, se = domain_auc(acts, codes == d, design, valid=codes >= 0)
+        auc, se = domain_auc(acts, groups.codes == d, design, valid=groups.codes >= 0)
         score, score_se = np.abs(auc - 0.5) * 2, 2 * se
-        order = np.argsort(-score, kind="stable")[: min(k, len(score))]
-        frames.append(pl.DataFrame({
-            "value": [values[d]] * len(order), "rank": np.arange(1, len(order) + 1), "unit": order,
-            "score": score[order], "se": score_se[order], "lower": score[order] - z * score_se[order],
-            "upper": score[order] + z * score_se[order], "auc": auc[order],
-        }))
+        order = np.argsort(-score, kind="stable")[: min(int(k), len(score))]
+        frames.append(groups.frame(np.full(len(order), d)).hstack(pl.DataFrame({
+            "rank": np.arange(1, len(order) + 1), "unit": order, "score": score[order], "se": score_se[order],
+            "lower": score[order] - z * score_se[order], "upper": score[order] + z * score_se[order],
+            "auc": auc[order]})))
     return pl.concat(frames)
 
 
-def class_accuracy(store, model_id: str, *, sample: Sample | None = None, images: ImageSelection = None,
+def class_accuracy(store, model, images: ImageSelection = None, *, sample: Sample | None = None,
                    level: float = 0.95) -> pl.DataFrame:
     """Accuracy of each class (share of its labelled images predicted right), with error bars.
 
+    Columns: label, label_name, accuracy, se, lower, upper, n (labelled images used).
+
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> class_accuracy(store, "cnn@1", images="val").columns
-    ['class', 'name', 'accuracy', 'se', 'lower', 'upper', 'n']
+    >>> class_accuracy(store, "cnn@1", "val").columns
+    ['label', 'label_name', 'accuracy', 'se', 'lower', 'upper', 'n']
     """
-    ids, design = _rows(store, sample, images)
-    preds = stored_predictions(store, model_id, ids)
+    record = store.model(model)
+    selection, design = _rows(store, sample, images)
+    preds = complete_predictions(store, record, selection)
     labels = preds["label"].fill_null(-1).to_numpy().astype(np.int64)
     correct = preds["correct"].fill_null(False).to_numpy().astype(float)
-    n_classes = len(store.classes)
-    estimate, se = domain_means(correct[:, None], labels, n_classes, design)
+    c = record.num_classes
+    estimate, se = domain_means(correct[:, None], labels, c, design)
     z = z_value(level)
     estimate, se = estimate[:, 0], se[:, 0]
-    return pl.DataFrame({"class": np.arange(n_classes), "name": store.classes, "accuracy": estimate, "se": se,
-                         "lower": np.clip(estimate - z * se, 0, 1), "upper": np.clip(estimate + z * se, 0, 1),
-                         "n": np.bincount(labels[labels >= 0], minlength=n_classes)})
+    return pl.DataFrame({"label": np.arange(c), "label_name": list(record.classes), "accuracy": estimate,
+                         "se": se, "lower": np.clip(estimate - z * se, 0, 1),
+                         "upper": np.clip(estimate + z * se, 0, 1),
+                         "n": np.bincount(labels[labels >= 0], minlength=c)})
 
 
-def confusion_counts(store, model_id: str, *, sample: Sample | None = None, images: ImageSelection = None,
+def confusion_counts(store, model, images: ImageSelection = None, *, sample: Sample | None = None,
                      level: float = 0.95) -> pl.DataFrame:
-    """Images of each (true, predicted) class pair, estimated for the whole set, with error bars.
+    """Images of each (label, predicted) class pair, estimated for the whole set, with error bars.
+
+    Columns: label, label_name, predicted, predicted_name, count, se, lower, upper.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> int(confusion_counts(store, "cnn@1", images="val")["count"].sum())
+    >>> int(confusion_counts(store, "cnn@1", "val")["count"].sum())
     269
     """
-    ids, design = _rows(store, sample, images)
-    preds = stored_predictions(store, model_id, ids)
+    record = store.model(model)
+    selection, design = _rows(store, sample, images)
+    preds = complete_predictions(store, record, selection)
     labels = preds["label"].fill_null(-1).to_numpy().astype(np.int64)
     predicted = preds["predicted"].to_numpy().astype(np.int64)
-    c = len(store.classes)
+    c = record.num_classes
     cell = np.where(labels >= 0, labels * c + predicted, -1)
     indicators = cell[:, None] == np.arange(c * c)[None, :]
     estimate, se = totals(indicators, design)
     z = z_value(level)
-    return pl.DataFrame({"true": np.repeat(np.arange(c), c), "predicted": np.tile(np.arange(c), c),
-                         "count": estimate, "se": se, "lower": np.maximum(estimate - z * se, 0),
-                         "upper": estimate + z * se})
+    names = np.array(record.classes, dtype=object)
+    label, pred = np.repeat(np.arange(c), c), np.tile(np.arange(c), c)
+    return pl.DataFrame({"label": label, "label_name": names[label].tolist(), "predicted": pred,
+                         "predicted_name": names[pred].tolist(), "count": estimate, "se": se,
+                         "lower": np.maximum(estimate - z * se, 0), "upper": estimate + z * se})
 
 
 # -- internals -------------------------------------------------------------------------------
 
 
-def _rows(store, sample: Sample | None, images: ImageSelection) -> tuple[pl.Series, Design]:
-    if sample is not None:
-        if images is not None:
-            raise ValueError("Pass either sample= (an estimate over the set it was drawn from) or images= "
-                             "(an exact answer over those images), not both.")
-        if not isinstance(sample, Sample):
-            raise TypeError(f"sample must be a Sample (uniform_sample or boundary_sample), not {type(sample).__name__}.")
-        return sample.image_ids, sample.estimation_design()
-    ids = store.select(images)["image_id"]
-    return ids, Design.full_scan(ids.len())
+@dataclass(frozen=True)
+class _Groups:
+    """The values a query groups by (sorted) and each selected image's code (-1: none)."""
+
+    by: str
+    values: pl.Series  # class indices for label/predicted, else the column's own values
+    codes: np.ndarray
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return self.values.len()
+
+    def frame(self, index: np.ndarray) -> pl.DataFrame:
+        """The grouping column(s) of the groups at ``index``: the column, and names for classes."""
+        picked = self.values.gather(np.asarray(index, np.int64))
+        if not self.classes:
+            return pl.DataFrame([picked.alias(self.by)])
+        return pl.DataFrame({self.by: picked, f"{self.by}_name": [self.classes[i] for i in picked.to_list()]})
+
+    def index(self, value) -> int:
+        """The group of ``value`` (for classes: an index or a class name)."""
+        values = self.values.to_list()
+        if self.classes:
+            if isinstance(value, int | np.integer) and not isinstance(value, bool) and 0 <= value < len(values):
+                return int(value)
+            if str(value) in self.classes:
+                return self.classes.index(str(value))
+            choices = self.classes
+        else:
+            if value in values:
+                return values.index(value)
+            text = [str(v) for v in values]
+            if str(value) in text:
+                return text.index(str(value))
+            choices = text
+        raise UnknownValueError(f"Unknown value {value!r} of {self.by!r}. Values: {', '.join(map(str, choices))}.")
 
 
-def _units(store, model_id, layer, ids, sample, model, keep, pool=None) -> np.ndarray:
+def _rows(store, sample: Sample | None, images: ImageSelection) -> tuple[Selection, Design]:
+    """The images a query reads and the design its estimates are weighted by."""
+    if sample is None:
+        selection = store.select(images)
+        return selection, Design.full_scan(len(selection))
+    if images is not None:
+        raise OptionError("Pass either sample= (an estimate over the set it was drawn from) or images "
+                          "(an exact answer over those images), not both.")
+    if not isinstance(sample, Sample):
+        raise OptionError(f"sample must be a Sample (uniform_sample or boundary_sample), "
+                          f"not {type(sample).__name__}.")
+    return sample_selection(store, sample), sample.estimation_design()
+
+
+def _groups(store, record: ModelRecord, selection: Selection, by: str) -> _Groups:
+    """Distinct values of ``by`` (class indices for label/predicted) and each image's code."""
+    if by in ("label", "predicted"):
+        raw = selection["label"] if by == "label" else \
+            complete_predictions(store, record, selection)["predicted"]
+        codes = raw.fill_null(-1).to_numpy().astype(np.int64)
+        return _Groups(by, pl.Series(by, np.arange(record.num_classes)), codes, tuple(record.classes))
+    columns = selection.frame.columns
+    if by not in columns or by in ("image_id", "label_name"):
+        choices = [c for c in columns if c not in ("image_id", "label_name")] + ["predicted"]
+        raise UnknownColumnError(f"Unknown column {by!r}. Columns: {', '.join(choices)}.")
+    raw = selection[by]
+    values = raw.drop_nulls().unique().sort()
+    if values.len() > MAX_GROUPS:
+        raise OptionError(f"Column {by!r} has {values.len()} distinct values; these queries group by a "
+                          "categorical column (a class, a site...). Bin it first, e.g. with pl.cut.")
+    lookup = {v: i for i, v in enumerate(values.to_list())}
+    codes = np.array([-1 if v is None else lookup.get(v, -1) for v in raw.to_list()], np.int64)
+    return _Groups(by, values, codes)
+
+
+def _units(store, record: ModelRecord, layer: str, selection: Selection, sample: Sample | None,
+           module, keep: bool, pool: int | None) -> np.ndarray:
+    """(images, units) activations; a conv channel's unit value is its spatial mean."""
     if sample is not None:
-        values = sample_activations(store, model_id, layer, sample, keep=keep, model=model, pool=pool)
+        values = _sample_values(store, record, layer, sample, module, keep, pool, selection)
     else:
-        values = store.activations(model_id, layer, ids, model=model, pool=pool)
+        values = store.activations(record, layer, selection, module=module, pool=pool).values
     if values.ndim > 2:
         values = values.reshape(len(values), values.shape[1], -1).mean(axis=2)
     return values
 
 
-def _categories(store, model_id: str, ids: pl.Series, column: str) -> tuple[list[str], np.ndarray]:
-    """Sorted distinct values of ``column`` (class names for label/predicted) and each row's code (-1: null)."""
-    classes = store.classes
-    if column == "predicted":
-        raw = stored_predictions(store, model_id, ids)["predicted"]
-    else:
-        rows = store.select(ids)
-        if column not in rows.columns or column == "image_id":
-            choices = [c for c in rows.columns if c not in ("image_id", "label_name")] + ["predicted"]
-            raise UnknownColumnError(f"Unknown column {column!r}. Columns: {', '.join(choices)}.")
-        raw = rows[column]
-    if column in ("label", "predicted"):
-        codes = raw.fill_null(-1).to_numpy().astype(np.int64)
-        return list(classes), codes
-    text = raw.cast(pl.String)
-    values = sorted(v for v in text.unique().to_list() if v is not None)
-    if len(values) > 100:
-        raise UnknownColumnError(f"Column {column!r} has {len(values)} distinct values; these queries group by "
-                                 "a categorical column (a class, a site...). Bin it first, e.g. with pl.cut.")
-    lookup = {v: i for i, v in enumerate(values)}
-    return values, np.array([lookup.get(v, -1) if v is not None else -1 for v in text.to_list()], np.int64)
+def _sample_values(store, record: ModelRecord, layer: str, sample: Sample, module, keep: bool,
+                   pool: int | None, selection: Selection | None = None) -> np.ndarray:
+    """The sampled rows: from the sample's compact copy when there is one, else read (and kept)."""
+    copy = _compact_copy(store, record, layer, sample, pool)
+    if copy is not None:
+        return copy.read(np.arange(len(sample)))
+    selection = sample_selection(store, sample) if selection is None else selection
+    values = store.activations(record, layer, selection, module=module, pool=pool).values
+    if keep and not store.read_only:
+        source = store.layer_array(record, layer, None, pool)
+        dtype = source.dtype if source is not None and source.dtype in ("float16", "float32") else "float32"
+        copy = store.results.row_array(record, "samples", sample.key, layer, _variant(pool),
+                                       shape=tuple(values.shape[1:]), dtype=dtype,
+                                       attrs=(("layer", layer), ("sample", sample.key)), capacity=len(sample))
+        copy.write(np.arange(len(sample)), values)
+    return values
 
 
-def _value_index(values: list[str], value, column: str) -> int:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool) and column in ("label", "predicted"):
-        if 0 <= value < len(values):
-            return int(value)
-    elif str(value) in values:
-        return values.index(str(value))
-    raise UnknownValueError(f"Unknown value {value!r} of {column!r}. Values: {', '.join(values)}.")
+def _variant(pool: int | None) -> str:
+    return f"pool{pool}" if pool else "full"
 
 
-def _synopsis_path(model_id: str, layer: str, sample: Sample, pool: int | None = None) -> str:
-    name, version = model_id.rsplit("@", 1)
-    variant = f"pool{pool}" if pool else "full"
-    return f"models/{check_name(name)}/v{int(version)}/samples/{sample.key}/{check_name(layer, 'layer name')}/{variant}"
-
-
-def _synopsis(store, model_id: str, layer: str, sample: Sample, pool: int | None = None) -> RowArray | None:
-    path = _synopsis_path(model_id, layer, sample, pool)
-    group = store._arrays()
-    if path not in group:
+def _compact_copy(store, record: ModelRecord, layer: str, sample: Sample, pool: int | None) -> RowArray | None:
+    """The sample's complete compact copy of ``layer``, or None."""
+    copy = store.results.find_row_array(record, "samples", sample.key, layer, _variant(pool))
+    if copy is None or copy.values.shape[0] != len(sample):
         return None
-    copy = RowArray(group[path])
-    return copy if copy.values.shape[0] == len(sample) and bool(np.asarray(copy.done[:]).all()) else None
-
+    return copy if bool(copy.done_rows(np.arange(len(sample))).all()) else None

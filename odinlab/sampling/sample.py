@@ -17,23 +17,25 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from odinlab.store.layout import digest
-from odinlab.errors import SampleSizeError
+from odinlab.errors import OptionError, SampleSizeError
 from odinlab.sampling.boundary import boundary_scores, embedding_coordinates
 from odinlab.sampling.estimators import Design
-from odinlab.store.images import ImageSelection
+from odinlab.store.layout import digest
+from odinlab.store.selection import ImageSelection, Selection
 
 
 @dataclass(frozen=True, eq=False)
 class Sample:
     """Sampled image ids with their inclusion probabilities ``pi`` and strata.
 
-    ``population_ids`` is the image set the sample was drawn from and ``population_pi`` the
-    inclusion probability of each of its images (they sum to the sample size); ``stratum_size``
-    gives, per sampled image, the number of images of its stratum in that set. ``key`` names
-    the sample (a digest of ids and probabilities).
+    ``image_ids`` are the sampled images (a polars Series of ids, in population order) and
+    ``selection`` the same images as a :class:`~odinlab.store.selection.Selection`, ready to pass
+    as ``images=`` anywhere. ``population_ids`` is the image set the sample was drawn from and
+    ``population_pi`` the inclusion probability of each of its images (they sum to the sample
+    size); ``stratum_size`` gives, per sampled image, the number of images of its stratum in
+    that set. ``key`` names the sample (a digest of ids and probabilities).
 
-    >>> s = uniform_sample(store, 100, "val", seed=0)
+    >>> s = uniform_sample(store, None, 100, "val", seed=0)
     >>> len(s), round(float(s.population_pi.sum()), 6), round(float(s.weights.sum()), 6)
     (100, 100.0, 269.0)
     """
@@ -47,6 +49,7 @@ class Sample:
     population_pi: np.ndarray
     design: str
     params: dict = field(default_factory=dict)
+    selection: Selection | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.image_ids.len()
@@ -73,7 +76,7 @@ class Sample:
     def frame(self) -> pl.DataFrame:
         """image_id, pi, weight, stratum and stratum_size of every sampled image.
 
-        >>> uniform_sample(store, 5, "val").frame().columns
+        >>> uniform_sample(store, None, 5, "val").frame().columns
         ['image_id', 'pi', 'weight', 'stratum', 'stratum_size']
         """
         return pl.DataFrame({"image_id": self.image_ids, "pi": self.pi, "weight": self.weights,
@@ -203,24 +206,29 @@ def draw(size: int, measure: np.ndarray, strata: np.ndarray, *, floor: int = 2, 
     return positions, pi_all, counts[strata[positions]], strata[positions]
 
 
-def uniform_sample(store, size: float, images: ImageSelection = None, *, seed: int = 0,
-                   model_id: str | None = None) -> Sample:
+def uniform_sample(store, model, size: float, images: ImageSelection = None, *, seed: int = 0) -> Sample:
     """A simple random sample (without replacement) of ``size`` images (or a fraction).
 
-    >>> uniform_sample(store, 0.1, "val", seed=1).pi[:2].round(3).tolist()
+    ``model`` names the version the sample is meant for (kept in ``model_id``); a uniform
+    sample needs none, so it may be None.
+
+    >>> uniform_sample(store, None, 0.1, "val", seed=1).pi[:2].round(3).tolist()
     [0.1, 0.1]
     """
-    ids = store.select(images)["image_id"]
-    n = sample_size(size, ids.len())
-    positions = np.sort(np.random.default_rng(seed).choice(ids.len(), n, replace=False))
-    return Sample(model_id and store.resolve_model(model_id), ids.gather(positions),
-                  np.full(n, n / ids.len()), np.zeros(n, np.int64), np.full(n, ids.len()), ids,
-                  np.full(ids.len(), n / ids.len()), "uniform", {"size": n, "seed": seed})
+    model_id = None if model is None else store.model(model).model_id
+    population = store.select(images)
+    n_all = len(population)
+    n = sample_size(size, n_all)
+    positions = np.sort(np.random.default_rng(seed).choice(n_all, n, replace=False))
+    return Sample(model_id, population["image_id"].gather(positions), np.full(n, n / n_all),
+                  np.zeros(n, np.int64), np.full(n, n_all), population["image_id"], np.full(n_all, n / n_all),
+                  "uniform", {"size": n, "seed": seed}, population[positions])
 
 
-def boundary_sample(store, model_id: str, size: float, images: ImageSelection = None, *,
-                    embedding=None, scores: pl.DataFrame | None = None, regions: int = 4, boost: float = 1.0,
-                    stratify: tuple[str, ...] = ("label", "predicted"), floor: int = 2, k: int = 15, margin_weight: float = 0.5, seed: int = 0) -> Sample:
+def boundary_sample(store, model, size: float, images: ImageSelection = None, *, embedding=None,
+                    scores: pl.DataFrame | None = None, regions: int = 4, boost: float = 1.0,
+                    stratify: tuple[str, ...] = ("label", "predicted"), floor: int = 2, k: int = 15,
+                    margin_weight: float = 0.5, seed: int = 0) -> Sample:
     """A sample that over-weights images near decision boundaries, every stratum represented.
 
     Strata are (label × predicted class × embedding region: ``regions`` k-means cells of the
@@ -238,33 +246,50 @@ def boundary_sample(store, model_id: str, size: float, images: ImageSelection = 
     >>> len(s), round(float(s.population_pi.sum()), 6), s.design
     (60, 60.0, 'boundary')
     """
-    model_id = store.resolve_model(model_id)
     if boost < 0:
         raise SampleSizeError(f"boost must be >= 0 (0: no over-weighting), got {boost!r}.")
-    if scores is None:
-        scores = boundary_scores(store, model_id, images, embedding=embedding, k=k, margin_weight=margin_weight)
-    ids = scores["image_id"]
-    population = store.select(images)["image_id"]
-    if ids.len() != population.len() or not ids.equals(population):
-        raise SampleSizeError("scores must have one row per selected image, in selection order; "
-                              "compute them with boundary_scores(store, model_id, images).")
-    n = sample_size(size, ids.len())
-    region = np.zeros(ids.len(), np.int64)
-    coords = embedding_coordinates(store, embedding, ids)
-    if coords is not None and regions > 1:
-        from sklearn.cluster import KMeans
-
-        region = KMeans(n_clusters=min(regions, ids.len()), n_init=3, random_state=seed).fit_predict(coords)
-    strata = region.astype(np.int64)
     for column in stratify:
         if column not in ("label", "predicted"):
-            raise SampleSizeError(f"stratify takes 'label' and/or 'predicted', not {column!r}.")
+            raise OptionError(f"stratify takes 'label' and/or 'predicted', not {column!r}.")
+    record, population = store.model(model), store.select(images)  # resolved once, then passed on
+    if scores is None:
+        scores = boundary_scores(store, record, population, embedding=embedding, k=k, margin_weight=margin_weight)
+    ids = population["image_id"]
+    if scores.height != len(population) or not scores["image_id"].equals(ids):
+        raise SampleSizeError("scores must have one row per selected image, in selection order; "
+                              "compute them with boundary_scores(store, model, images).")
+    n = sample_size(size, len(population))
+    strata = _regions(embedding_coordinates(embedding, population), len(population), regions, seed)
+    for column in stratify:
         codes = scores[column].fill_null(-1).to_numpy().astype(np.int64) + 1
         strata = strata * (int(codes.max()) + 1) + codes
     measure = 1.0 + boost * np.clip(scores["score"].to_numpy().astype(float), 0, 1)
     positions, pi_all, stratum_size, stratum = draw(n, measure, strata, floor=floor, seed=seed)
-    return Sample(model_id, ids.gather(positions), pi_all[positions], stratum, stratum_size, ids, pi_all,
-                  "boundary",
-                  {"size": n, "seed": seed, "regions": regions, "boost": boost, "stratify": list(stratify),
-                   "floor": floor, "k": k,
-                   "margin_weight": margin_weight})
+    params = {"size": n, "seed": seed, "regions": regions, "boost": boost, "stratify": list(stratify),
+              "floor": floor, "k": k, "margin_weight": margin_weight}
+    return Sample(record.model_id, ids.gather(positions), pi_all[positions], stratum, stratum_size, ids, pi_all,
+                  "boundary", params, population[positions])
+
+
+def _regions(coords: np.ndarray | None, n: int, regions: int, seed: int) -> np.ndarray:
+    """k-means cell of each of the ``n`` images in the embedding (all 0 without one)."""
+    if coords is None or regions <= 1:
+        return np.zeros(n, np.int64)
+    from sklearn.cluster import KMeans
+
+    found = KMeans(n_clusters=min(regions, len(coords)), n_init=3, random_state=seed).fit_predict(coords)
+    return found.astype(np.int64)
+
+
+def sample_selection(store, sample: Sample) -> Selection:
+    """The sampled images as a :class:`~odinlab.store.selection.Selection` of ``store``.
+
+    The sample's own selection when it was drawn from this store, else the ids selected again.
+
+    >>> s = uniform_sample(store, None, 5, "val")
+    >>> sample_selection(store, s) is s.selection
+    True
+    """
+    if sample.selection is not None and sample.selection.store_url == store.url:
+        return sample.selection
+    return store.select(sample.image_ids)

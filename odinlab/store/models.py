@@ -33,7 +33,8 @@ class ModelRegistry:
         self._images = images
         # Modules registered, loaded or passed in this session, so that a model id is enough to
         # compute on demand. Held until the store is closed: a module given to the store stays.
-        self._modules: dict[str, nn.Module] = {}
+        # Per version, every module given for it with a fingerprint of its tensors, newest last.
+        self._modules: dict[str, list[tuple[nn.Module, tuple]]] = {}
 
     @property
     def table(self) -> pl.DataFrame:
@@ -135,7 +136,7 @@ class ModelRegistry:
             self.record(model)  # checks the weights are registered, and attaches the module
             return model
         record = self.record(model)
-        module = self._modules.get(record.model_id)
+        module = self._held(record)
         if module is None:
             raise NotMaterializedError(
                 f"No module for {record.model_id} in this session: the store keeps weights, not code. "
@@ -149,8 +150,7 @@ class ModelRegistry:
         >>> store.model_id_of(net)
         'cnn@1'
         """
-        digest = weights_digest({k: {"digest": tensor_digest(t)} for k, t in module.state_dict().items()})
-        match = self.table.filter(pl.col("weights_digest") == digest).sort("created_at")
+        match = self.table.filter(pl.col("weights_digest") == _weights_of(module)).sort("created_at")
         if match.height == 0:
             raise UnknownModelError(
                 "These weights are not registered in the store; call store.register_model(module, name) "
@@ -295,11 +295,26 @@ class ModelRegistry:
     # -- internals -------------------------------------------------------------------------
 
     def _attach(self, model_id: str, module: nn.Module) -> None:
-        # A module loaded from v1, fine-tuned and registered as v2 no longer holds v1's weights:
-        # it stays attached to the version it was last registered or loaded as, only.
-        for stale in [k for k, held in self._modules.items() if held is module]:
-            del self._modules[stale]
-        self._modules[model_id] = module
+        held = [(m, f) for m, f in self._modules.get(model_id, []) if m is not module]
+        self._modules[model_id] = [*held, (module, _fingerprint(module))]
+
+    def _held(self, record: ModelRecord) -> nn.Module | None:
+        """The newest module given for a version that still holds its weights.
+
+        A module loaded from v1 and then fine-tuned in place no longer computes v1's results:
+        its tensors changed (torch counts in-place changes), so its weights are checked
+        against the version's digest, and it is let go if they differ.
+        """
+        held = self._modules.get(record.model_id, [])
+        for index in range(len(held) - 1, -1, -1):
+            module, fingerprint = held[index]
+            if _fingerprint(module) == fingerprint:
+                return module
+            if _weights_of(module) == record.weights_digest:
+                held[index] = (module, _fingerprint(module))
+                return module
+            del held[index]
+        return None
 
     def _ancestor_ids(self, model_id: str) -> list[str]:
         parents = dict(self.table.select("model_id", "parent").iter_rows())
@@ -366,6 +381,15 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     return [{"layer": name, "type": type(module).__name__, "output_shape": shapes.get(name, []),
              "num_params": sum(p.numel() for p in module.parameters(recurse=False))}
             for name, module in named]
+
+
+def _fingerprint(module: nn.Module) -> tuple:
+    """Cheap identity of a module's tensors: where they live and how often they were changed in place."""
+    return tuple((t.data_ptr(), t._version) for t in module.state_dict().values())
+
+
+def _weights_of(module: nn.Module) -> str:
+    return weights_digest({k: {"digest": tensor_digest(t)} for k, t in module.state_dict().items()})
 
 
 def weights_digest(tensors: dict) -> str:

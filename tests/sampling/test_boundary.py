@@ -1,4 +1,5 @@
 import numpy as np
+import polars as pl
 import pytest
 
 import odinlab
@@ -36,7 +37,7 @@ def test_boundary_scores_from_margin_and_embedding(digits_store):
     assert scores["score"].is_between(0, 1).all()
     np.testing.assert_allclose(scores["score"].to_numpy(), 1 - scores["margin"].to_numpy(), atol=1e-6)
     # with an embedding: images in mixed neighbourhoods score higher than the rest
-    coords = store.activations("cnn@1", "head.fc1", "val")[:, :2]
+    coords = store.activations("cnn@1", "head.fc1", "val").values[:, :2]
     mixed = boundary_scores(store, "cnn@1", "val", embedding=coords, margin_weight=0.0)
     assert mixed["mixing"].is_between(0, 1).all()
     np.testing.assert_allclose(mixed["score"].to_numpy(), mixed["mixing"].to_numpy())
@@ -71,7 +72,17 @@ def test_boundary_pairs_are_close_and_disagree(digits_store):
     assert pairs.height == 10
     assert (pairs["predicted_a"] != pairs["predicted_b"]).all()
     assert pairs["distance"].is_sorted()
-    ids = pairs["image_a"].to_list() + pairs["image_b"].to_list()
+    assert pairs.columns[:2] == ["image_id_a", "image_id_b"]
+    ids = pairs["image_id_a"].to_list() + pairs["image_id_b"].to_list()
     assert len(set(ids)) == len(ids)  # distinct
     typical = np.median(np.linalg.norm(emb.embedding_ - emb.embedding_.mean(0), axis=1))
     assert pairs["distance"].max() < typical
+
+
+def test_scores_take_a_record_a_module_and_a_selection(digits_store):
+    store, net = digits_store
+    by_id = boundary_scores(store, "cnn@1", "val")
+    selection = store.select("val")
+    assert by_id.equals(boundary_scores(store, store.model("cnn"), selection))
+    assert by_id.equals(boundary_scores(store, net, pl.col("split") == "val"))
+    assert by_id["image_id"].to_list() == selection.ids

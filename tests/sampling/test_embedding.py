@@ -45,12 +45,12 @@ def test_other_parameters_are_another_fit(digits_store, fitted):
 def test_deterministic_refit_in_a_new_session_reproduces_the_coordinates(digits_store, fitted):
     store, _ = digits_store
     emb, _ = fitted
-    first = emb.transform(["digits-0001", "digits-0003"])
+    first = emb.transform(["digits-0001", "digits-0003"]).values
     reopened = odinlab.open_store(store.url)  # a new Store object: no fitted reducer in its session
     embedding_module._SESSION.pop(store, None)
     emb2 = Embedding(reopened, "cnn@1", "head.fc1", pca=20, n_neighbors=10, seed=0, progress=False).fit(IMAGES)
     assert emb2.from_cache_
-    second = emb2.transform(["digits-0001", "digits-0003"])  # refits with the same seed
+    second = emb2.transform(["digits-0001", "digits-0003"]).values  # refits with the same seed
     np.testing.assert_allclose(second, first, atol=1e-4)
     _, reducer = embedding_module._SESSION[reopened][("cnn@1", emb2.key)]
     np.testing.assert_allclose(reducer.embedding_, emb.embedding_, atol=1e-4)
@@ -61,7 +61,9 @@ def test_transformed_new_images_land_near_their_neighbours(digits_store, fitted)
     emb, _ = fitted
     new = store.select("test")["image_id"]
     assert not set(new) & set(emb.image_ids_)
-    points = emb.transform(new)
+    transformed = emb.transform(new)
+    assert transformed.dims == ("image_id", "component") and transformed.image_id.values.tolist() == new.to_list()
+    points = transformed.values
     # the 5 fitted images nearest to each new one are mostly predicted like it (chance: ~0.1)
     predicted_fit = store.predictions("cnn@1", emb.image_ids_)["predicted"].to_numpy()
     predicted_new = store.predictions("cnn@1", new)["predicted"].to_numpy()
@@ -70,8 +72,9 @@ def test_transformed_new_images_land_near_their_neighbours(digits_store, fitted)
     assert agreement > 0.8
     # coordinates() reads the fitted ones and transforms the rest
     mixed = emb.coordinates([emb.image_ids_[0], new[0]])
-    np.testing.assert_array_equal(mixed[0], emb.embedding_[0])
-    np.testing.assert_allclose(mixed[1], emb.transform([new[0]])[0], atol=1e-4)  # same batch, same result
+    assert mixed.image_id.values.tolist() == [emb.image_ids_[0], new[0]]
+    np.testing.assert_array_equal(mixed.values[0], emb.embedding_[0])
+    np.testing.assert_allclose(mixed.values[1], emb.transform([new[0]]).values[0], atol=1e-4)  # same result
 
 
 def test_inverse_transform_and_predict(digits_store, fitted):
@@ -79,7 +82,7 @@ def test_inverse_transform_and_predict(digits_store, fitted):
     emb, _ = fitted
     features = emb.inverse_transform(emb.embedding_[:20])
     assert features.shape == (20, 64)
-    probs = emb.predict(emb.embedding_[:50], model=net)
+    probs = emb.predict(emb.embedding_[:50], module=net)
     assert probs.shape == (50, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     predicted = store.predictions("cnn@1", emb.image_ids_[:50])["predicted"].to_numpy()
     assert (probs.argmax(1) == predicted).mean() > 0.6
@@ -91,6 +94,48 @@ def test_frame_joins_predictions(digits_store, fitted):
     assert frame.columns[:3] == ["image_id", "x", "y"]
     assert {"label", "predicted", "margin", "correct"} <= set(frame.columns)
     assert frame.height == len(emb.image_ids_) and frame["predicted"].null_count() == 0
+    assert frame["image_id"].to_list() == emb.image_ids_
+    np.testing.assert_array_equal(frame.select("x", "y").to_numpy(), emb.embedding_)
+
+
+def test_coordinates_come_back_labelled(fitted):
+    emb, _ = fitted
+    coords = emb.coordinates()
+    assert coords.dims == ("image_id", "component") and coords.shape == emb.embedding_.shape
+    assert coords.image_id.values.tolist() == emb.image_ids_
+    np.testing.assert_array_equal(coords.values, emb.embedding_)
+    one = coords.sel(image_id=emb.image_ids_[5]).values
+    np.testing.assert_array_equal(one, emb.embedding_[5])
+
+
+def test_model_is_an_id_a_name_a_record_or_the_module(digits_store):
+    store, net = digits_store
+    first = Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
+    for model in ("cnn", store.model("cnn@1"), net):
+        again = Embedding(store, model, "head.fc1", reducer="pca", progress=False).fit("val")
+        assert again.model_id == "cnn@1" and again.key == first.key and again.from_cache_
+    assert Embedding(store, net, "head.fc1", reducer="pca", progress=False).module is net
+
+
+def test_predict_restores_the_mode_and_removes_its_hook(digits_store, fitted):
+    from odinlab.sampling import between_classes
+
+    _, net = digits_store
+    emb, _ = fitted
+    layer = dict(net.named_modules())["head.fc1"]
+    hooks_before, was_training = len(layer._forward_hooks), net.training
+    net.train()
+    try:
+        probs = emb.predict(emb.embedding_[:5], module=net)
+        assert net.training and len(layer._forward_hooks) == hooks_before
+    finally:
+        net.train(was_training)
+    np.testing.assert_allclose(probs, emb.predict(emb.embedding_[:5]), atol=1e-6)  # the session's module
+    line = between_classes(emb, "0", "1", steps=3, module=net)
+    assert line["t"].to_list() == [0.0, 0.5, 1.0]
+    with pytest.warns(DeprecationWarning, match="module="):
+        old = between_classes(emb, "0", "1", steps=3, model=net)
+    assert old.equals(line)
 
 
 def test_two_unit_layer_is_used_as_is(store):
@@ -101,7 +146,7 @@ def test_two_unit_layer_is_used_as_is(store):
     store.register_model(net, "flat", input_shape=(1, 8, 8))
     store.materialize(net, ["1"], dtype="float32", progress=False)
     emb = Embedding(store, "flat@1", "1", progress=False).fit()  # reducer="umap", but 2-D already
-    np.testing.assert_allclose(emb.embedding_, store.activations("flat@1", "1"), atol=1e-6)
+    np.testing.assert_allclose(emb.embedding_, store.activations("flat@1", "1").values, atol=1e-6)
     scores = boundary_scores(store, "flat@1", embedding=emb.embedding_)  # an array is used as is too
     assert scores.height == 40
 
@@ -109,9 +154,9 @@ def test_two_unit_layer_is_used_as_is(store):
 def test_never_materialized_layer_without_module_is_a_clear_error(digits_store):
     store, net = digits_store
     reopened = odinlab.open_store(store.url)  # this session has no module for cnn@1
-    with pytest.raises(NotMaterializedError, match="pass model="):
+    with pytest.raises(NotMaterializedError, match="pass module="):
         Embedding(reopened, "cnn@1", "features.conv1", reducer="pca", progress=False).fit("val")
-    emb = Embedding(reopened, "cnn@1", "features.relu1", reducer="pca", spatial="mean", model=net,
+    emb = Embedding(reopened, "cnn@1", "features.relu1", reducer="pca", spatial="mean", module=net,
                     progress=False).fit("val")
     assert emb.embedding_.shape == (269, 2)
 
@@ -128,3 +173,5 @@ def test_bad_input(digits_store):
         Embedding(store, "cnn@1", "head.fc1").transform("val")
     with pytest.raises(OdinError):
         Embedding(store, "cnn@1", "head.fc1", reducer=None, progress=False).fit("val")
+    with pytest.raises(EmbeddingError, match="spatial"):
+        Embedding(store, "cnn@1", "head.fc1", spatial="max")

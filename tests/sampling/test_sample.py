@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from odinlab.errors import OdinError
+from odinlab.errors import OdinError, OptionError
 from odinlab.sampling import (
     SampleSizeError,
     boundary_sample,
@@ -15,7 +15,7 @@ from odinlab.sampling.sample import allocate, draw, pps_probabilities
 @pytest.fixture(scope="module")
 def coords(digits_store):
     store, _ = digits_store
-    return store.activations("cnn@1", "head.fc1")[:, :2]  # a stand-in 2-D embedding of all images
+    return store.activations("cnn@1", "head.fc1").values[:, :2]  # a stand-in 2-D embedding of all images
 
 
 def test_boundary_sample_is_stratified_and_probabilities_sum_to_the_size(digits_store, coords):
@@ -58,7 +58,7 @@ def test_deterministic_with_a_seed(digits_store, coords):
     c = boundary_sample(store, "cnn@1", 300, embedding=coords, regions=1, seed=4)
     assert a.image_ids.equals(b.image_ids) and a.key == b.key
     assert not a.image_ids.equals(c.image_ids)
-    assert uniform_sample(store, 50, seed=1).image_ids.equals(uniform_sample(store, 50, seed=1).image_ids)
+    assert uniform_sample(store, None, 50, seed=1).image_ids.equals(uniform_sample(store, None, 50, seed=1).image_ids)
 
 
 def test_inclusion_frequencies_match_pi():
@@ -84,16 +84,38 @@ def test_allocation_and_capping():
 def test_sample_size_errors(digits_store, coords):
     store, _ = digits_store
     with pytest.raises(SampleSizeError, match="larger than the image set") as info:
-        uniform_sample(store, 300, "val")
+        uniform_sample(store, None, 300, "val")
     assert isinstance(info.value, ValueError) and isinstance(info.value, OdinError)
     assert "269" in str(info.value)
     with pytest.raises(SampleSizeError, match="larger than the image set"):
         boundary_sample(store, "cnn@1", 5000, embedding=coords)
     with pytest.raises(SampleSizeError, match="at least 1"):
-        uniform_sample(store, 0, "val")
+        uniform_sample(store, None, 0, "val")
     with pytest.raises(SampleSizeError, match="strata"):
         boundary_sample(store, "cnn@1", 30, embedding=coords, regions=8)
     with pytest.raises(SampleSizeError):
-        uniform_sample(store, "ten", "val")
-    whole = uniform_sample(store, 1.0, "val")
+        uniform_sample(store, None, "ten", "val")
+    whole = uniform_sample(store, None, 1.0, "val")
     assert len(whole) == 269 and (whole.pi == 1).all()
+
+
+def test_uniform_sample_needs_no_model_and_records_one_given(digits_store):
+    store, net = digits_store
+    assert uniform_sample(store, None, 10, "val").model_id is None
+    for model in ("cnn@1", "cnn", store.model("cnn@1"), net):
+        s = uniform_sample(store, model, 10, "val", seed=5)
+        assert s.model_id == "cnn@1"
+    assert s.image_ids.equals(uniform_sample(store, None, 10, "val", seed=5).image_ids)
+    assert set(s.image_ids) <= set(store.select("val").ids)
+    assert s.selection.ids == s.image_ids.to_list() and s.frame()["image_id"].equals(s.image_ids)
+
+
+def test_boundary_sample_takes_scores_for_the_same_images_only(digits_store, coords):
+    store, _ = digits_store
+    scores = boundary_scores(store, "cnn@1", "val")
+    s = boundary_sample(store, "cnn@1", 100, "val", scores=scores, seed=0)
+    assert s.model_id == "cnn@1" and s.population_ids.to_list() == store.select("val").ids
+    with pytest.raises(SampleSizeError, match="one row per selected image"):
+        boundary_sample(store, "cnn@1", 40, "test", scores=scores)
+    with pytest.raises(OptionError, match="stratify"):
+        boundary_sample(store, "cnn@1", 40, "val", stratify=("colour",))

@@ -127,12 +127,19 @@ def test_every_error_class_is_exported_from_odinlab():
     assert issubclass(odinlab.SelectionError, odinlab.OdinError)
 
 
-def test_a_module_fine_tuned_and_registered_again_is_held_only_for_its_new_version(tiny_store):
-    v1 = tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn")
+def test_a_module_fine_tuned_in_place_is_no_longer_taken_for_its_old_version(tiny_store):
+    import torch
+
+    original = SmallCNN(1, 3, width=4)
+    v1 = tiny_store.register_model(original, "cnn")
     tuned = tiny_store.load_weights(SmallCNN(1, 3, width=4), v1)
-    with __import__("torch").no_grad():
+    assert tiny_store.module(v1) is tuned  # the newest module given for v1
+    with torch.no_grad():
         tuned.head.fc2.bias.add_(1.0)  # fine-tuning changes the weights in place
     v2 = tiny_store.register_model(tuned, "cnn", parent=v1)
     assert tiny_store.module(v2) is tuned
+    assert tiny_store.module(v1) is original  # not tuned: it would compute v1's results with v2's weights
+    with torch.no_grad():
+        original.head.fc2.bias.add_(1.0)
     with pytest.raises(odinlab.NotMaterializedError):
-        tiny_store.module(v1)  # it would compute v1's results with v2's weights
+        tiny_store.module(v1)
