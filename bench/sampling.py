@@ -129,10 +129,10 @@ def main(argv=None):
         lambda: (top_units(store, model_id, QUERY_LAYER, k=10_000, pool=POOL),
                  class_means(store, model_id, QUERY_LAYER, pool=POOL)), repeat=3)
     classes = store.classes
-    exact_auc = {c: dict(zip(*full_top.filter(full_top["value"] == c).select("unit", "auc"))) for c in classes}
-    exact_top = {c: set(full_top.filter((full_top["value"] == c) & (full_top["rank"] <= 10))["unit"])
+    exact_auc = {c: dict(zip(*full_top.filter(full_top["label_name"] == c).select("unit", "auc"))) for c in classes}
+    exact_top = {c: set(full_top.filter((full_top["label_name"] == c) & (full_top["rank"] <= 10))["unit"])
                  for c in classes}
-    unit_sd = store.activations(model_id, QUERY_LAYER, pool=POOL)
+    unit_sd = store.activations(model_id, QUERY_LAYER, pool=POOL).values
     unit_sd = unit_sd.reshape(len(unit_sd), unit_sd.shape[1], -1).mean(axis=2).std(axis=0)
     exact_mean = full_means["estimate"].to_numpy()
 
@@ -144,7 +144,7 @@ def main(argv=None):
             for rep in range(args.reps):
                 start = time.perf_counter()
                 if design == "uniform":
-                    sample = uniform_sample(store, fraction, seed=rep, model_id=model_id)
+                    sample = uniform_sample(store, model_id, fraction, seed=rep)
                 else:
                     sample = boundary_sample(store, model_id, fraction, embedding=emb, scores=scores,
                                              regions=args.regions, boost=args.boost, seed=rep)
@@ -161,7 +161,7 @@ def main(argv=None):
                     stats["scattered"].append(stats["time"][-1] - compact + scattered)
                 recalls, errs, covs = [], [], []
                 for c in classes:
-                    mine = top.filter(top["value"] == c)
+                    mine = top.filter(top["label_name"] == c)
                     recalls.append(len(set(mine.filter(mine["rank"] <= 10)["unit"]) & exact_top[c]) / 10)
                     truth = np.array([exact_auc[c][u] for u in mine["unit"]])
                     errs.append(np.abs(mine["auc"].to_numpy() - truth))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from odinlab.errors import ImageFormatError, OptionError
+
 SPLIT_NAMES = ("train", "val", "test")
 SUPPORTED_SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "x")
 DEFAULT_SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -49,7 +51,7 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise ValueError(
+            raise ImageFormatError(
                 f"images must be a (N, C, H, W) uint8 array, got shape {self.images.shape} "
                 f"dtype {self.images.dtype}; convert with .astype(np.uint8) and channels-first layout"
             )
@@ -58,13 +60,13 @@ class ImageData:
         lengths = {name: len(getattr(self, name)) for name in per_image} | {"metadata": self.metadata.height}
         wrong = {name: length for name, length in lengths.items() if length != n}
         if wrong:
-            raise ValueError(f"every field must have one entry per image ({n} images), but got lengths {wrong}")
+            raise OptionError(f"every field must have one entry per image ({n} images), but got lengths {wrong}")
         unknown_splits = set(np.unique(self.split).tolist()) - set(SPLIT_NAMES)
         if unknown_splits:
-            raise ValueError(f"split values must be in {SPLIT_NAMES}, got {sorted(unknown_splits)}")
+            raise OptionError(f"split values must be in {SPLIT_NAMES}, got {sorted(unknown_splits)}")
         reserved = [c for c in self.metadata.columns if c in _RESERVED_METADATA]
         if reserved:
-            raise ValueError(f"metadata must hold extra columns only; drop {reserved} (they are stored separately)")
+            raise OptionError(f"metadata must hold extra columns only; drop {reserved} (they are stored separately)")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -149,28 +151,28 @@ def shapes(
 
 def _check_seed(seed: int) -> None:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=0")
+        raise OptionError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=0")
 
 
 def _check_shapes_args(n, size, classes, label_noise, spurious_class, spurious_rate, seed, split):
     """Validate `shapes()` arguments and return the class names as a tuple."""
     _check_seed(seed)
     if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}; ask for at least one image")
+        raise OptionError(f"n must be an integer >= 1, got {n!r}; ask for at least one image")
     if not isinstance(size, (int, np.integer)) or size < 16:
-        raise ValueError(f"size must be an integer >= 16, got {size!r}; smaller images cannot show the shapes")
+        raise OptionError(f"size must be an integer >= 16, got {size!r}; smaller images cannot show the shapes")
     classes = _check_classes(classes)
     if not 0.0 <= label_noise < 1.0:
-        raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}; e.g. 0.1 flips 10% of labels")
+        raise OptionError(f"label_noise must be in [0, 1), got {label_noise!r}; e.g. 0.1 flips 10% of labels")
     if spurious_class is not None and not (
         isinstance(spurious_class, (int, np.integer)) and 0 <= spurious_class < len(classes)
     ):
-        raise ValueError(f"spurious_class must be None or a class index in 0..{len(classes) - 1}, "
+        raise OptionError(f"spurious_class must be None or a class index in 0..{len(classes) - 1}, "
                          f"got {spurious_class!r}")
     if not 0.0 <= spurious_rate <= 1.0:
-        raise ValueError(f"spurious_rate must be in [0, 1], got {spurious_rate!r}")
+        raise OptionError(f"spurious_rate must be in [0, 1], got {spurious_rate!r}")
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split must be three non-negative fractions (train, val, test) summing to 1, "
+        raise OptionError(f"split must be three non-negative fractions (train, val, test) summing to 1, "
                          f"got {split!r}; e.g. (0.7, 0.15, 0.15)")
     return classes
 
@@ -178,15 +180,15 @@ def _check_shapes_args(n, size, classes, label_noise, spurious_class, spurious_r
 def _check_classes(classes) -> tuple[str, ...]:
     """Refuse fewer than two, repeated or unknown shape names."""
     if isinstance(classes, str):
-        raise ValueError(f"classes must be a sequence of names, got the string {classes!r}; pass a tuple")
+        raise OptionError(f"classes must be a sequence of names, got the string {classes!r}; pass a tuple")
     classes = tuple(classes)
     if len(classes) < 2:
-        raise ValueError(f"need at least 2 classes to classify, got {classes}; pick from {SUPPORTED_SHAPES}")
+        raise OptionError(f"need at least 2 classes to classify, got {classes}; pick from {SUPPORTED_SHAPES}")
     unknown = [c for c in classes if c not in SUPPORTED_SHAPES]
     if unknown:
-        raise ValueError(f"unknown shape classes {unknown}; supported shapes are {SUPPORTED_SHAPES}")
+        raise OptionError(f"unknown shape classes {unknown}; supported shapes are {SUPPORTED_SHAPES}")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"classes must not repeat, got {classes}; list each shape once")
+        raise OptionError(f"classes must not repeat, got {classes}; list each shape once")
     return classes
 
 
@@ -279,7 +281,7 @@ def _shape_mask(name: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     if name == "x":  # diagonal cross
         inside = np.maximum(ax, ay) <= 0.8
         return inside & ((np.abs(dx - dy) <= 0.4) | (np.abs(dx + dy) <= 0.4))
-    raise ValueError(f"unknown shape {name!r}; supported shapes are {SUPPORTED_SHAPES}")
+    raise OptionError(f"unknown shape {name!r}; supported shapes are {SUPPORTED_SHAPES}")
 
 
 def _render_all(params, classes, size, seed_sequence) -> np.ndarray:

@@ -35,46 +35,86 @@ def built(tmp_path_factory):
     net = SmallCNN(1, 10, width=8)
     fit(net, store, "train", epochs=3, progress=False)
     store.register_model(net, "cnn")
-    store.materialize(net, ["features.relu2", LAYER], progress=False)
+    other = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
+    fit(other, store, "train", epochs=1, lr=0.003, seed=1, progress=False)
+    store.register_model(other, "cnn", parent="cnn@1")
+    for module in (net, other):
+        store.materialize(module, ["features.relu2", LAYER], progress=False)
     prepare(store, net)
     return path, net
 
 
 def prepare(store, net):
-    """Cache what read-only queries need (a read-only store computes nothing it would have to keep)."""
+    """Store what read-only queries read (a read-only store keeps nothing it computes)."""
     from odinlab.debug.attribution import Attributor
+    from odinlab.debug.gradients import GradientStore
 
     Attributor(store, net, method="saliency").attribute("val")
+    GradientStore(store, net, ["head.fc2"]).capture("val", progress=False)
 
 
 def forms(store):
-    """Five ways of naming the validation images whose label is 3, and what they must select."""
-    ids = store.images.filter((pl.col("split") == "val") & (pl.col("label") == 3))["image_id"].to_list()
+    """Five ways of naming the validation images of classes 0-4, and what they must select."""
+    ids = store.images.filter((pl.col("split") == "val") & (pl.col("label") <= 4))["image_id"].to_list()
     return ids, {
         "ids": ids,
-        "sql": "SELECT image_id FROM images WHERE split = 'val' AND label = 3",
+        "sql": "SELECT image_id FROM images WHERE split = 'val' AND label <= 4",
         "selection": store.select(ids),
-        "expression": (pl.col("split") == "val") & (pl.col("label") == 3),
+        "expression": (pl.col("split") == "val") & (pl.col("label") <= 4),
         "frame": store.images.filter(pl.col("image_id").is_in(ids)),
     }
 
 
 def queries(net):
     """Public queries as (name, call(store, images)); each returns something comparable."""
-    from odinlab.debug.attribution import Attributor
+    from odinlab.debug import compare, units
+    from odinlab.debug import error_analysis as ea
+    from odinlab.debug.attribution import Attributor, mean_by_confusion, share_inside
+    from odinlab.debug.gradients import GradientStore
+    from odinlab.debug.maximize import Maximizer
+    from odinlab.sampling import (Embedding, boundary_sample, class_accuracy, class_means, confusion_counts,
+                                  top_units, uniform_sample)
 
+    saliency = lambda s: Attributor(s, net, method="saliency")  # noqa: E731
     return {
         "select": lambda s, im: s.select(im).ids,
         "pixels": lambda s, im: s.pixels(im),
         "predictions": lambda s, im: s.predictions("cnn@1", im).drop("probabilities"),
         "activations": lambda s, im: s.activations("cnn@1", LAYER, im),
         "thumbnails": lambda s, im: s.thumbnails(im, size=16),
-        "attribute": lambda s, im: Attributor(s, net, method="saliency").attribute(im),
+        "attribute": lambda s, im: saliency(s).attribute(im),
+        "mean_by_confusion": lambda s, im: mean_by_confusion(saliency(s), im),
+        "share_inside": lambda s, im: share_inside(saliency(s), im, box=(0, 0, 4, 4)),
+        "confusion_matrix": lambda s, im: ea.confusion_matrix(s, "cnn@1", im),
+        "per_class_metrics": lambda s, im: ea.per_class_metrics(s, "cnn@1", im),
+        "hardness": lambda s, im: ea.hardness(s, "cnn@1", im),
+        "confident_mistakes": lambda s, im: ea.confident_mistakes(s, "cnn@1", im, k=5),
+        "label_errors": lambda s, im: ea.label_errors(s, "cnn@1", im),
+        "error_exemplars": lambda s, im: ea.error_exemplars(s, "cnn@1", LAYER, im),
+        "agreement": lambda s, im: compare.agreement(s, "cnn@1", "cnn@2", im),
+        "class_deltas": lambda s, im: compare.class_deltas(s, "cnn@1", "cnn@2", im),
+        "disagreements": lambda s, im: compare.disagreements(s, "cnn@1", "cnn@2", im),
+        "cka_matrix": lambda s, im: compare.cka_matrix(s, "cnn@1", "cnn@2", [LAYER], [LAYER], im),
+        "top_images": lambda s, im: units.top_images(s, "cnn@1", LAYER, im, k=3),
+        "unit_scores": lambda s, im: units.unit_scores(s, "cnn@1", LAYER, im),
+        "maximizer_top_images": lambda s, im: Maximizer(s, net).top_images("class", None, 2, im, k=3),
+        "gradient_norms": lambda s, im: GradientStore(s, net, ["head.fc2"]).norms(im),
+        "class_accuracy": lambda s, im: class_accuracy(s, "cnn@1", im),
+        "confusion_counts": lambda s, im: confusion_counts(s, "cnn@1", im),
+        "class_means": lambda s, im: class_means(s, "cnn@1", LAYER, im),
+        "top_units": lambda s, im: top_units(s, "cnn@1", LAYER, im, k=3),
+        "uniform_sample": lambda s, im: uniform_sample(s, None, 20, im, seed=0).image_ids,
+        "boundary_sample": lambda s, im: boundary_sample(s, "cnn@1", 60, im, seed=0).image_ids,
+        "embedding": lambda s, im: Embedding(s, "cnn@1", LAYER, reducer="pca").fit(im).frame(),
     }
 
 
 def same(a, b) -> bool:
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, pl.DataFrame):
+        return a.equals(b)
+    if isinstance(a, pl.Series):
         return a.equals(b)
     if isinstance(a, xr.DataArray):
         return a.identical(b)

@@ -21,7 +21,9 @@ MARKER = ("odinlab.json",)
 class Backend:
     """Files, tables and arrays of one store.
 
-    >>> backend = Backend(StoreFS("memory://backend-doc"))  # doctest: +SKIP
+    >>> backend = Backend(StoreFS(store.url))
+    >>> backend.tables.read("images").height, backend.read_only
+    (1797, False)
     """
 
     def __init__(self, fs: StoreFS):

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from odinlab.errors import SelectionError
+
 class Selection:
     """Images chosen from one store, in the order chosen (repeats allowed).
 
@@ -101,7 +103,7 @@ class Selection:
             yield self[start : start + size]
 
     def __iter__(self):
-        raise TypeError("Iterate over selection.ids (image ids) or selection.chunks(n) (batches).")
+        raise SelectionError("Iterate over selection.ids (image ids) or selection.chunks(n) (batches).")
 
     def __repr__(self) -> str:
         what = f" {self.description}" if self.description else ""
