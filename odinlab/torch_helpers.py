@@ -104,8 +104,10 @@ def forward_with_hooks(module: nn.Module, x: torch.Tensor, layers: Iterable[str]
     return logits, caught
 
 
-# Below this many parameters a model's operations are too small to split across threads:
-# the demo's 13,706-parameter CNN trained 6-12x faster on one thread than on two busy cores.
+# Below this many parameters a model's operations are too small to split across threads. Measured
+# on the demo (13,706-parameter CNN, 2 cores): beside two other 2-thread torch processes, one thread
+# took 10.4 s against 14.3 s; on a quiet machine 1.7 s against 1.4 s. Oversubscription costs far
+# more than a second thread gains, and grows with every other process.
 SMALL_MODEL_PARAMS = 1_000_000
 
 
