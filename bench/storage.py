@@ -114,7 +114,6 @@ def storage_sizes(store, model_id: str, layers: list[str], n: int, shapes: dict)
 def random_reads(args, work: str, source: np.ndarray) -> dict:
     """Build the --read-n row float16 store array and float32 memmap; time random reads of both."""
     import odinlab
-    from odinlab.store.arrays import ArraySpec, RowArray, layer_path
 
     rng = np.random.default_rng(1)
     n, per_image = args.read_n, source.shape[1:]
@@ -122,9 +121,10 @@ def random_reads(args, work: str, source: np.ndarray) -> dict:
     store.ingest(make_data(n, args.size, seed=1))
     net = BenchCNN().eval()
     model_id = store.register_model(net, "bench")
-    spec = ArraySpec(layer_path(model_id, args.read_layer, "float16"), tuple(per_image), "float16",
-                     (("layer", args.read_layer), ("model_id", model_id), ("pool", None)))
-    target = spec.open(store._arrays(mode="a"), n)  # the store's root Zarr group
+    # Where materialize keeps the layer (store.layer_array finds it), written here from the source.
+    target = store.results.row_array(model_id, "layers", args.read_layer, "float16", shape=tuple(per_image),
+                                     dtype="float16", attrs=(("layer", args.read_layer), ("model_id", model_id),
+                                                             ("pool", None)), capacity=n)
     memmap = np.lib.format.open_memmap(os.path.join(work, "activations.npy"), mode="w+",
                                        dtype=np.float32, shape=(n, *per_image))
     block = len(source)
@@ -145,7 +145,7 @@ def random_reads(args, work: str, source: np.ndarray) -> dict:
     memmap = np.load(os.path.join(work, "activations.npy"), mmap_mode="r")
 
     ids = store.images["image_id"].to_numpy()
-    array = RowArray(store._arrays()[spec.path])
+    array = store.layer_array(model_id, args.read_layer, "float16")
     t_api, t_array, t_memmap = [], [], []
     for _ in range(args.read_repeats):
         picked = np.sort(rng.choice(n, args.reads, replace=False))
@@ -162,7 +162,7 @@ def random_reads(args, work: str, source: np.ndarray) -> dict:
     return {
         "rows": n, "row_values": int(np.prod(per_image)),
         "chunk_rows": int(array.values.chunks[0]),
-        "odinlab_mb": store.size_on_disk("arrays", *spec.path.split("/"), "values") / 2**20,
+        "odinlab_mb": store.results.size(model_id, "layers", args.read_layer, "float16", "values") / 2**20,
         "memmap_mb": os.path.getsize(os.path.join(work, "activations.npy")) / 2**20,
         "write_odinlab_s": t_write_odinlab, "write_memmap_s": t_write_memmap,
         "odinlab_s": statistics.median(t_api), "odinlab_rowarray_s": statistics.median(t_array),
@@ -201,7 +201,7 @@ def main(argv=None) -> None:
         knn_scores, zero_fraction = {}, {}
         read_source = None
         for layer in dict.fromkeys(knn_layers + [args.read_layer]):
-            exact = store.activations(model_id, layer, dtype="float32")
+            exact = store.activations(model_id, layer, dtype="float32").values
             if layer == args.read_layer:
                 read_source = exact
             if layer not in knn_layers:
@@ -209,7 +209,7 @@ def main(argv=None) -> None:
             zero_fraction[layer] = float((exact == 0).mean())
             truth = knn(exact, queries, args.k)
             for dtype in ("float16", "uint8") if args.knn_float16 else ("uint8",):
-                decoded = store.activations(model_id, layer, dtype=dtype)
+                decoded = store.activations(model_id, layer, dtype=dtype).values
                 knn_scores[layer, dtype] = overlap(truth, knn(decoded, queries, args.k))
                 del decoded
             del exact

@@ -16,7 +16,6 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from odinlab.store import quantize
-from odinlab.store.fs import check_name
 
 CHUNK_BYTES = 1 << 20
 DONE_CHUNK = 16384
@@ -37,16 +36,6 @@ class ArraySpec:
 
     def open(self, group: zarr.Group, capacity: int) -> "RowArray":
         return RowArray.open_or_create(group, self, capacity)
-
-
-def layer_path(model_id: str, layer: str, variant: str) -> str:
-    name, version = model_id.rsplit("@", 1)
-    return f"models/{check_name(name)}/v{int(version)}/layers/{check_name(layer, 'layer name')}/{variant}"
-
-
-def predictions_path(model_id: str) -> str:
-    name, version = model_id.rsplit("@", 1)
-    return f"models/{check_name(name)}/v{int(version)}/predictions"
 
 
 class RowArray:

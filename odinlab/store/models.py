@@ -20,6 +20,7 @@ from odinlab.store.images import ImageCatalog
 from odinlab.store.layout import manifest_parts
 from odinlab.store.records import ModelRecord
 from odinlab.store.weights import WeightStore, tensor_digest
+from odinlab.torch_helpers import evaluating, hooks, module_device
 
 # What `model=` accepts everywhere: an id, a name (its latest version), a record, or a module.
 ModelRef = str | ModelRecord | nn.Module
@@ -357,27 +358,17 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     shapes: dict[str, list[int]] = {}
     named = [(n, m) for n, m in model.named_modules() if n]
 
-    def hook_for(name):
-        def hook(module, inputs, output):
-            first = output[0] if isinstance(output, tuple | list) and output else output
-            shapes[name] = list(first.shape[1:]) if isinstance(first, torch.Tensor) else []
-        return hook
+    def record(name, output, inputs):
+        shapes[name] = list(output.shape[1:]) if isinstance(output, torch.Tensor) else []
 
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in named]
-    was_training = model.training
     try:
-        device = next(model.parameters(), torch.empty(0)).device
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape, device=device))
+        with evaluating(model), torch.no_grad(), hooks(model, [n for n, _ in named], record):
+            model(torch.zeros(1, *input_shape, device=module_device(model)))
     except Exception as error:
         raise ImageFormatError(
             f"The model does not accept input of shape {(1, *input_shape)} (batch, C, H, W): {error}. "
             "Pass the input_shape it expects."
         ) from error
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
     return [{"layer": name, "type": type(module).__name__, "output_shape": shapes.get(name, []),
              "num_params": sum(p.numel() for p in module.parameters(recurse=False))}
             for name, module in named]

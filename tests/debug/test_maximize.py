@@ -10,7 +10,6 @@ import torch
 import odinlab
 from odinlab.debug import units
 from odinlab.debug.maximize import Maximizer, objectives, param, transforms
-from odinlab.debug.maximize.errors import UnitOutOfRangeError
 from odinlab.draw.maximize import comparison_figure
 from odinlab.errors import (
     OdinError,
@@ -194,7 +193,6 @@ def test_bad_requests_are_refused_clearly(digits, maximizer):
         Maximizer(digits[0], digits[1], steps=0)
     with pytest.raises(UnknownUnitError, match="unit=\\(channel, y, x\\)"):
         maximizer.maximize("neuron", "features.relu2", (0, 2))
-    assert UnitOutOfRangeError is UnknownUnitError  # the old name of the same idea
 
 
 def test_composed_objectives_and_regularizers(digits, maximizer):

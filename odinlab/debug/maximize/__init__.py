@@ -28,7 +28,6 @@ from torch import nn
 
 from odinlab.debug import units
 from odinlab.debug.maximize import objectives, param, render, results, transforms
-from odinlab.debug.maximize.errors import UnitOutOfRangeError
 from odinlab.debug.maximize.objectives import PSEUDO_LAYERS, Objective
 from odinlab.errors import (
     OptionError,
@@ -454,5 +453,5 @@ def _non_negative(value, name: str) -> float:
     return float(value)
 
 
-__all__ = ["Comparison", "Maximizer", "TransformError", "UnitOutOfRangeError", "UnknownObjectiveError",
+__all__ = ["Comparison", "Maximizer", "TransformError", "UnknownObjectiveError",
            "UnknownUnitError", "objectives", "param", "render", "results", "transforms"]
