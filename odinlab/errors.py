@@ -34,6 +34,18 @@ class ReadOnlyStoreError(OdinError, PermissionError):
     """A write was attempted on a store opened with ``mode="r"``."""
 
 
+class CorruptStoreError(OdinError, OSError):
+    """Stored bytes are damaged or missing: a chunk, a table, a weights file. Names what and where."""
+
+
+class StoreBusyError(OdinError, TimeoutError):
+    """Another writer held the store for longer than the wait allowed; names that writer."""
+
+
+class QueryError(OdinError, ValueError):
+    """SQL that reaches outside the store's tables (files, table functions) or cannot run."""
+
+
 class InvalidNameError(OdinError, ValueError):
     """A name that cannot be used (it would escape the store, or is empty)."""
 

@@ -10,10 +10,17 @@ import polars as pl
 import zarr
 from tqdm.auto import tqdm
 
-from odinlab.errors import OptionError, SelectionError, UnknownColumnError, UnknownImageError, listing
+from odinlab.errors import (
+    OptionError,
+    SelectionError,
+    UnknownColumnError,
+    UnknownImageError,
+    listing,
+)
 from odinlab.store.arrays import read_rows
 from odinlab.store.backend import Backend
 from odinlab.store.pixels import to_model_input, to_rgb8
+from odinlab.store.query import looks_like_query
 from odinlab.store.selection import ImageSelection, Selection, describe
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
@@ -166,22 +173,8 @@ class ImageCatalog:
             return table
         if isinstance(images, pl.Expr):
             return self._filter(table, images)
-        if isinstance(images, str) and images.lstrip().lower().startswith(("select ", "with ")):
-            images = self._sql(images)  # a query: its image_id column is the selection
-            if "image_id" not in images.columns:
-                raise UnknownImageError(
-                    f"The query returned columns {images.columns}; select image_id to choose images."
-                )
         if isinstance(images, str):
-            if images in table["image_id"]:
-                return table.filter(pl.col("image_id") == images)
-            found = table.filter(pl.col("split") == images)
-            if found.height == 0:
-                splits = sorted(s for s in table["split"].unique().to_list() if s is not None)
-                raise UnknownImageError(
-                    f"{images!r} is neither an image id nor a split. Splits: {listing(splits)}."
-                )
-            return found
+            return self._from_text(table, images)
         if isinstance(images, pl.DataFrame):
             if "image_id" not in images.columns:
                 raise SelectionError(f"A frame given as images= needs an image_id column; it has {images.columns}.")
@@ -203,6 +196,26 @@ class ImageCatalog:
                 "See store.images for the ids the store holds."
             )
         return found
+
+    def _from_text(self, table: pl.DataFrame, text: str) -> pl.DataFrame:
+        """An image id, else a split, else (if it reads like one) a SQL query returning image_id.
+
+        Ids and splits come first, so that any id works, even one such as 'with love'.
+        """
+        if text in table["image_id"]:
+            return table.filter(pl.col("image_id") == text)
+        found = table.filter(pl.col("split") == text)
+        if found.height:
+            return found
+        if looks_like_query(text):
+            result = self._sql(text)  # a query: its image_id column is the selection
+            if "image_id" not in result.columns:
+                raise UnknownImageError(
+                    f"The query returned columns {result.columns}; select image_id to choose images."
+                )
+            return self._select_rows(result)
+        splits = sorted(s for s in table["split"].unique().to_list() if s is not None)
+        raise UnknownImageError(f"{text!r} is neither an image id nor a split. Splits: {listing(splits)}.")
 
     def _filter(self, table: pl.DataFrame, expression: pl.Expr) -> pl.DataFrame:
         presented = self._present(table).with_columns(table[ROW])

@@ -10,7 +10,13 @@ import polars as pl
 from tqdm.auto import tqdm
 from zarr.codecs import BloscCodec
 
-from odinlab.errors import DuplicateImageError, ImageFormatError, LabelError, UnknownImageError, listing
+from odinlab.errors import (
+    DuplicateImageError,
+    ImageFormatError,
+    LabelError,
+    UnknownImageError,
+    listing,
+)
 from odinlab.store import sources
 from odinlab.store.backend import Backend
 from odinlab.store.images import RESERVED_COLUMNS, ROW, ImageCatalog

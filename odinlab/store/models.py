@@ -12,8 +12,15 @@ import polars as pl
 import torch
 from torch import nn
 
-from odinlab.errors import (ImageFormatError, NotMaterializedError, UnknownLayerError, UnknownModelError,
-                            WeightsMismatchError, closest, listing)
+from odinlab.errors import (
+    ImageFormatError,
+    NotMaterializedError,
+    UnknownLayerError,
+    UnknownModelError,
+    WeightsMismatchError,
+    closest,
+    listing,
+)
 from odinlab.store.backend import Backend
 from odinlab.store.fs import check_name
 from odinlab.store.images import ImageCatalog

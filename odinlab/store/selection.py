@@ -16,6 +16,7 @@ import polars as pl
 
 from odinlab.errors import SelectionError
 
+
 class Selection:
     """Images chosen from one store, in the order chosen (repeats allowed).
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import types
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,8 @@ from pathlib import Path
 import polars as pl
 import zarr
 
-from odinlab.errors import StoreError, UnknownTableError, closest, listing
+from odinlab.errors import StoreError, closest
+from odinlab.store import query as query_module
 from odinlab.store.backend import MARKER, Backend
 from odinlab.store.experiments import ExperimentLog
 from odinlab.store.fs import StoreFS
@@ -40,7 +40,6 @@ from odinlab.store.tables import SCHEMAS
 
 FORMAT = "odinlab-store"
 FORMAT_VERSION = 1
-TABLES = (*SCHEMAS, "predictions")
 
 
 def _forward(component: str, method):
@@ -95,7 +94,8 @@ class Store:
         """Run SQL over the store's tables and return a polars DataFrame.
 
         Tables: ``images`` (with metadata columns), ``models``, ``experiments``, ``image_sets``,
-        and ``predictions`` (every materialized model version's predictions).
+        and ``predictions`` (every materialized model version's predictions). Only these: table
+        functions that read files (``read_csv(...)``) are refused with a :class:`~odinlab.QueryError`.
 
         >>> store.sql("SELECT split, COUNT(*) AS n FROM images GROUP BY split ORDER BY split").rows()
         [('test', 270), ('train', 1258), ('val', 269)]
@@ -103,22 +103,14 @@ class Store:
         Traceback (most recent call last):
         odinlab.errors.UnknownTableError: No table 'model' in the store. Did you mean: models? Tables: ...
         """
+        query_module.check_query(query)  # before any table is read
         frames = {name: self._backend.tables.read(name) for name in SCHEMAS}
         frames["images"] = self.images
         if "predictions" in query.lower():  # built from Zarr on demand: only when asked for
             frames["predictions"] = self._all_predictions()
         else:
             frames["predictions"] = pl.DataFrame(schema={"model_id": pl.String, "image_id": pl.String})
-        with pl.SQLContext(frames, eager=True) as context:
-            try:
-                return context.execute(query)
-            except pl.exceptions.SQLInterfaceError as error:
-                missing = re.search(r"relation '([^']+)' (?:was not found|not found)", str(error))
-                if missing is None:
-                    raise
-                table = missing.group(1)
-                raise UnknownTableError(f"No table {table!r} in the store.{closest(table, TABLES)} "
-                                        f"Tables: {listing(TABLES)}.") from None
+        return query_module.run(frames, query)
 
     def size_on_disk(self, *parts: str) -> int:
         """Bytes on disk of the store, or of one part of it (``"weights"``, ``"arrays"``...).
