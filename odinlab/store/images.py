@@ -11,6 +11,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from odinlab.errors import (
+    CorruptStoreError,
     OptionError,
     SelectionError,
     UnknownColumnError,
@@ -24,6 +25,7 @@ from odinlab.store.query import looks_like_query
 from odinlab.store.selection import ImageSelection, Selection, describe
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
+IMAGES_TABLE = ("tables", "images.parquet")
 ROW = "_row"  # the hidden column of the images table: an image's row in every row-aligned array
 
 
@@ -41,7 +43,7 @@ class ImageCatalog:
         >>> store.images.filter(pl.col("split") == "test").height
         270
         """
-        return self._present(self._backend.tables.read("images"))
+        return self._present(self._rows())
 
     @property
     def classes(self) -> list[str]:
@@ -147,6 +149,13 @@ class ImageCatalog:
         """
         group = self._backend.arrays()
         if "images/pixels" not in group:
+            held = self._rows().height
+            if held:
+                raise CorruptStoreError(
+                    f"The images table of the store at {self._backend.url!r} lists {held} images but their pixel "
+                    "array (arrays/images/pixels/zarr.json) is missing: the store is damaged. Restore it from a "
+                    "copy; odinlab verify STORE lists what else is damaged."
+                )
             raise UnknownImageError("The store holds no images yet, so it has no pixel array; ingest some first.")
         return group["images/pixels"]
 
@@ -167,8 +176,21 @@ class ImageCatalog:
             ["image_id", "split", "label", "label_name", *_metadata_columns(table)]
         )
 
-    def _select_rows(self, images) -> pl.DataFrame:
+    def _rows(self) -> pl.DataFrame:
+        """The images table with its hidden row column; a missing table beside pixels is damage."""
         table = self._backend.tables.read("images")
+        if table.height == 0 and not self._backend.fs.exists(IMAGES_TABLE):
+            group = self._backend.arrays()
+            if "images/pixels" in group and group["images/pixels"].shape[0] > 0:
+                raise CorruptStoreError(
+                    f"The store at {self._backend.url!r} holds {group['images/pixels'].shape[0]} images' pixels but "
+                    f"its images table ({'/'.join(IMAGES_TABLE)}) is missing: the store is damaged. Restore that "
+                    "file from a copy; odinlab verify STORE lists what else is damaged."
+                )
+        return table
+
+    def _select_rows(self, images) -> pl.DataFrame:
+        table = self._rows()
         if images is None:
             return table
         if isinstance(images, pl.Expr):
