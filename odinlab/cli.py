@@ -1,4 +1,4 @@
-"""The `odinlab` command line: `odinlab demo [--store DIR]`, `odinlab info STORE`."""
+"""The `odinlab` command line: `odinlab demo [--store DIR]`, `odinlab info STORE`, `odinlab verify STORE`."""
 
 from __future__ import annotations
 
@@ -24,12 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--store", default="odinlab-demo-store", help="folder of the demo store (replaced if it holds one)")
     info = commands.add_parser("info", help="print a store's summary")
     info.add_argument("store", help="folder or fsspec URL of a store")
+    check = commands.add_parser("verify", help="check every chunk, table and weights file; exit 1 if any is damaged")
+    check.add_argument("store", help="folder or fsspec URL of a store")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             from odinlab.demo import run_demo
 
             run_demo(args.store)
+        elif args.command == "verify":
+            return verify(args.store)
         else:
             import odinlab
 
@@ -38,6 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"odinlab: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def verify(path: str) -> int:
+    """Print the store's problems, one per line; return 1 when there are any, else 0.
+
+    >>> verify(store.url)
+    The store at 'memory://...' is healthy: every chunk, table and weights file checked.
+    0
+    """
+    import odinlab
+    from odinlab.store.verify import verify as check
+
+    problems = check(odinlab.open_store(path, mode="r"))
+    if problems.is_empty():
+        print(f"The store at {path!r} is healthy: every chunk, table and weights file checked.")
+        return 0
+    for what, where, images, error in problems.iter_rows():
+        affected = f" (images: {', '.join(images[:10])}{', …' if len(images) > 10 else ''})" if images else ""
+        print(f"{what} {where}: {error}{affected}")
+    print(f"{problems.height} problems in the store at {path!r}.", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

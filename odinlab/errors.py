@@ -78,6 +78,10 @@ class UnknownModelError(OdinError, KeyError):
     """A model name or ``name@version`` that the store does not hold."""
 
 
+class LineageError(OdinError, ValueError):
+    """A new version of an existing model name given without its parent."""
+
+
 class UnknownLayerError(OdinError, ValueError):
     """A layer name that the model does not have."""
 
@@ -99,7 +103,8 @@ class NotMaterializedError(OdinError, LookupError):
 
 
 class WeightsMismatchError(OdinError, ValueError):
-    """Stored weights do not fit the module they are loaded into."""
+    """Stored weights do not fit the module they are loaded into, or a module given for a
+    version does not hold that version's weights."""
 
 
 # -- debugging ------------------------------------------------------------------------------

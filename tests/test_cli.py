@@ -54,3 +54,18 @@ def test_version_is_printed(capsys):
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"odinlab {odinlab.__version__}"
     assert odinlab.__version__[0].isdigit()
+
+
+def test_verify_reports_a_healthy_store_and_exits_non_zero_on_damage(tmp_path, capsys):
+    import numpy as np
+
+    import odinlab
+    store = odinlab.open_store(tmp_path / "s", create=True)
+    store.ingest(np.zeros((3, 8, 8), np.uint8) + np.arange(3, dtype=np.uint8)[:, None, None], labels=[0, 1, 0])
+    assert main(["verify", str(tmp_path / "s")]) == 0
+    assert "healthy" in capsys.readouterr().out
+    (tmp_path / "s" / "arrays" / "images" / "pixels" / "c" / "0" / "0" / "0" / "0").write_bytes(b"xx")
+    assert main(["verify", str(tmp_path / "s")]) == 1
+    captured = capsys.readouterr()
+    assert "chunk arrays/images/pixels/c/0/0/0/0:" in captured.out and "1 problems" in captured.err
+    assert main(["verify", str(tmp_path / "nowhere")]) == 2

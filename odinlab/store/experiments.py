@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import warnings
 from datetime import UTC, datetime
 
@@ -12,7 +14,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from odinlab.errors import LabelError, TestSetReuseWarning
+from odinlab.errors import LabelError, OptionError, TestSetReuseWarning
 from odinlab.store.backend import Backend
 from odinlab.store.images import ImageCatalog
 from odinlab.store.metrics import classification_metrics
@@ -95,19 +97,18 @@ class ExperimentLog:
                  batch_size: int = 256, notes: str | None = None) -> pl.DataFrame:
         """Run a model on labelled images, record the metrics as an experiment, return its row.
 
-        ``model`` is a module (its version found from its weights, or give ``model_id``) or a
-        version whose module this session holds. Metrics: accuracy, mean cross-entropy loss,
-        per-class precision/recall/F1 and the confusion matrix (``store.metrics`` has them long).
+        ``model`` is a module (its version found from its weights, or give ``model_id``, whose
+        weights it must hold) or a version whose module this session holds. Metrics: accuracy,
+        mean cross-entropy loss, per-class precision/recall/F1 and the confusion matrix
+        (``store.metrics`` has them long).
 
         >>> result = store.evaluate(net, "val")
         >>> result.select("experiment_id", "model_id", "n_test").row(0), result["accuracy"][0] > 0.5
         (('exp-00001', 'cnn@1', 269), True)
         """
-        if isinstance(model, nn.Module) and model_id is not None:
-            record = self._models.record(model_id)
-            module = model
-        else:
-            record, module = self._models.record(model), self._models.module(model)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
+        record, module = self._models.record_and_module(model, model_id)
         selected = self._images.select(images)
         unlabelled = int((selected.labels < 0).sum())
         if unlabelled:
@@ -172,7 +173,7 @@ class ExperimentLog:
                 f"(before: {changed[-1]}, now: {hyper_json}). Choosing hyper-parameters by test accuracy "
                 "overstates it: tune on the validation split and evaluate on the test split once. "
                 "This run is marked test_reuse=True in store.experiments.",
-                TestSetReuseWarning, stacklevel=3,
+                TestSetReuseWarning, stacklevel=_user_stacklevel(),
             )
         return looks.height + 1, reuse
 
@@ -184,6 +185,20 @@ class ExperimentLog:
         if set_id not in self.image_sets["set_id"]:
             self._backend.tables.append("image_sets", pl.DataFrame({"set_id": set_id, "image_id": ids}))
         return set_id
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside odinlab.
+
+    Called from the function that warns: level 1 is that function, and every odinlab frame
+    above it (``store.evaluate`` → ``ExperimentLog.evaluate`` → ``record`` → ...) is skipped,
+    however the user got there, so the warning names the user's file and line.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # odinlab/
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _predict(module: nn.Module, batches) -> tuple[np.ndarray, np.ndarray, float]:

@@ -87,7 +87,7 @@ class ImageCatalog:
         selection = self.select(images)
         if len(selection) == 0 and "images/pixels" not in self._backend.arrays():
             return np.zeros((0, 0, 0, 0), np.uint8)
-        return read_rows(self.pixel_array, selection.rows)
+        return read_rows(self.pixel_array, selection.rows, ids=selection.ids)  # damage names the images
 
     def model_input(self, images: ImageSelection) -> np.ndarray:
         """float32 model input of the selected images (uint8 pixels scaled to [0, 1]).

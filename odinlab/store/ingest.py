@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from odinlab.errors import (
     DuplicateImageError,
@@ -18,11 +19,17 @@ from odinlab.errors import (
     listing,
 )
 from odinlab.store import sources
+from odinlab.store.arrays import WRITE_ALL
 from odinlab.store.backend import Backend
 from odinlab.store.images import RESERVED_COLUMNS, ROW, ImageCatalog
 from odinlab.store.pixels import content_ids, to_nchw
 
 CHUNK_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: cheap to read any handful of images
+# Checksummed last, so a damaged chunk is refused before Blosc decodes it (see arrays.py).
+PIXEL_CODECS = (BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec())
+# Integer labels without class names make classes "0".."max"; past this many, a typo is likelier.
+MAX_INFERRED_CLASSES = 1000
+PENDING = "pending_classes"  # in odinlab.json while an ingest that adds classes commits
 
 
 class Ingestor:
@@ -50,12 +57,15 @@ class Ingestor:
         [(0, 'cat', 3), (1, 'dog', 5)]
         """
         self._backend.check_writable()
+        settle_classes(self._backend)
         src = _to_source(source, labels, layout, size)
         src.labels = labels if labels is not None and src.labels is None else src.labels
         classes = self._classes_for(src, classes)
         split_values = _per_image(split if split is not None else src.split, src.n, "split")
         given_ids = _per_image(ids if ids is not None else src.ids, src.n, "ids")
         upfront = _label_indices(src.labels, classes, src.n) if src.labels is not None else None
+        _check_class_count(upfront, classes)
+        frames = _metadata_frames(src, metadata, self._backend.tables.read("images"))
         if given_ids is not None:  # refuse repeated or known ids before writing any pixels
             _check_new_ids(given_ids, set(self._backend.tables.read("images")["image_id"].to_list()), set())
         # Everything up to the table commit runs inside the transaction, so that a failure
@@ -68,7 +78,8 @@ class Ingestor:
                 "label": labels_all if labels_all is not None else [None] * src.n,
                 ROW: np.arange(writer.start, writer.start + src.n),
             }, schema_overrides={"image_id": pl.String, "split": pl.String, "label": pl.Int64})
-            rows = _attach_metadata(rows, src, metadata)
+            rows = _attach_metadata(rows, src.extra, frames)
+            _check_class_count(streamed if upfront is None else None, classes)
             if labels_all is not None and len(labels_all) and not classes:
                 classes = [str(i) for i in range(int(np.max(labels_all)) + 1)]
             self._commit_images(rows, classes, writer)
@@ -92,17 +103,43 @@ class Ingestor:
         return wanted
 
     def _commit_images(self, rows: pl.DataFrame, classes: list[str], writer: "PixelWriter") -> None:
+        """Append the rows (the commit point), then extend the classes.
+
+        New classes are first noted as pending in ``odinlab.json``: a kill before the table is
+        saved leaves the store's classes as they were, and a kill after it is settled forward by
+        :func:`settle_classes` (the table holds the rows, so the classes are theirs).
+        """
         backend = self._backend
         before = dict(backend.meta)
+        extended = classes != self._images.classes
         try:
-            if classes != self._images.classes:
-                backend.write_meta({**backend.meta, "classes": list(classes)})
+            if extended:
+                backend.write_meta({**before, PENDING: {"classes": list(classes), "first_row": writer.start}})
             backend.tables.append("images", rows)  # the commit point
         except BaseException:
             writer.rollback()
-            if backend.meta != before:  # the classes were extended for images that are not in
+            if backend.meta != before:
                 backend.write_meta(before)
             raise
+        if extended:
+            backend.write_meta({**before, "classes": list(classes)})
+
+
+def settle_classes(backend: Backend) -> None:
+    """Finish what a killed ingest left pending: keep its classes if its rows were committed.
+
+    >>> backend = store._backend
+    >>> backend.write_meta({**backend.meta, PENDING: {"classes": ["x"], "first_row": 10**9}})
+    >>> settle_classes(backend); PENDING in backend.meta, store.classes[:2]
+    (False, ['0', '1'])
+    """
+    pending = backend.meta.get(PENDING)
+    if pending is None or backend.read_only:
+        return
+    meta = {k: v for k, v in backend.meta.items() if k != PENDING}
+    if (backend.tables.read("images")[ROW] >= pending["first_row"]).any():
+        meta["classes"] = pending["classes"]
+    backend.write_meta(meta)
 
 
 class PixelWriter:
@@ -140,16 +177,9 @@ class PixelWriter:
         return new_ids, (np.array(labels, dtype=np.int64) if labels else None)
 
     def _store_batch(self, batch: np.ndarray, offset: int) -> None:
-        group = self.backend.arrays()
-        if "images/pixels" not in group:
-            per_image = batch[0].nbytes
-            group.create_array(
-                "images/pixels", shape=(0, *batch.shape[1:]), dtype=batch.dtype,
-                chunks=(max(1, min(65536, CHUNK_BYTES // per_image)), *batch.shape[1:]),
-                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
-            )
-            self.created = True
-        array = group["images/pixels"]
+        if offset == 0:
+            self._prepare(batch)
+        array = self.backend.arrays()["images/pixels"]
         if array.shape[1:] != batch.shape[1:] or array.dtype != batch.dtype:
             raise ImageFormatError(
                 f"Image shape mismatch: the store holds {array.shape[1:]} {array.dtype} images "
@@ -158,7 +188,25 @@ class PixelWriter:
             )
         if offset == 0:
             array.resize((self.start + self.n, *array.shape[1:]))
-        array[self.start + offset : self.start + offset + len(batch)] = batch
+            array = self.backend.arrays()["images/pixels"]
+        array.with_config(WRITE_ALL)[self.start + offset : self.start + offset + len(batch)] = batch
+
+    def _prepare(self, batch: np.ndarray) -> None:
+        """Create the pixel array on the first ingest; drop one a killed first ingest left."""
+        group, tables = self.backend.arrays(), self.backend.tables
+        if self.start == 0 and "images/pixels" in group:  # no committed image: it holds nothing
+            del group["images/pixels"]
+        if "images/pixels" not in group:
+            if not self.backend.fs.exists(("tables", "images.parquet")):
+                # Pixels never stand without their table, even after a kill: an empty table says
+                # "no images yet", where a missing one beside pixels would mean damage.
+                tables.write("images", tables.read("images"))
+            group.create_array(
+                "images/pixels", shape=(0, *batch.shape[1:]), dtype=batch.dtype,
+                chunks=(max(1, min(65536, CHUNK_BYTES // batch[0].nbytes)), *batch.shape[1:]),
+                compressors=PIXEL_CODECS,
+            )
+            self.created = True
 
     def rollback(self) -> None:
         self.rolled_back = True
@@ -246,13 +294,39 @@ def _check_new_ids(batch_ids: list[str], existing: set[str], seen: set[str]) -> 
         seen.add(image_id)
 
 
-def _attach_metadata(rows: pl.DataFrame, src: sources.Source, metadata) -> pl.DataFrame:
-    for name, values in src.extra.items():
+def _metadata_frames(src: sources.Source, metadata, table: pl.DataFrame) -> list[pl.DataFrame]:
+    """The metadata as polars frames, refused before anything is written if the store cannot keep it."""
+    frames = [_as_polars(frame) for frame in (src.metadata, metadata) if frame is not None]
+    for frame in frames:
+        _check_storable(frame, table)
+    return frames
+
+
+def _check_storable(frame: pl.DataFrame, table: pl.DataFrame) -> None:
+    """Refuse columns Parquet cannot hold (Python objects) or that clash with the stored column's type."""
+    for name in frame.columns:
+        column = frame.select(name)
+        try:
+            column.head(100).write_parquet(io.BytesIO())  # the same writer as the commit, on a sample
+        except Exception as error:  # noqa: BLE001 - whatever the writer refuses, the commit would too
+            raise LabelError(
+                f"Metadata column {name!r} has type {column.dtypes[0]}, which the store cannot save "
+                f"({type(error).__name__}); convert it to text, numbers, dates or lists of them."
+            ) from None
+        if name in table.columns:
+            try:
+                pl.concat([table.select(name).head(0), column.head(0)], how="vertical_relaxed")
+            except pl.exceptions.PolarsError:
+                raise LabelError(
+                    f"Metadata column {name!r} is {column.dtypes[0]} here but {table.schema[name]} in the "
+                    "store; convert it to the stored type (or use another column name)."
+                ) from None
+
+
+def _attach_metadata(rows: pl.DataFrame, extra: dict, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    for name, values in extra.items():
         rows = rows.with_columns(pl.Series(name, values))
-    for frame in (src.metadata, metadata):
-        if frame is None:
-            continue
-        frame = _as_polars(frame)
+    for frame in frames:
         # label_name is computed by store.images; columns already set (e.g. source_path) stay.
         taken = {*RESERVED_COLUMNS, "label_name", *rows.columns} - {"image_id"}
         clash = [c for c in frame.columns if c in taken or c.startswith("_")]
@@ -281,6 +355,7 @@ def _attach_metadata(rows: pl.DataFrame, src: sources.Source, metadata) -> pl.Da
 
 
 def _as_polars(frame) -> pl.DataFrame:
+    """A polars frame of the metadata; a column of mixed types is refused by name."""
     if isinstance(frame, pl.DataFrame):
         return frame
     if isinstance(frame, dict):
@@ -289,7 +364,38 @@ def _as_polars(frame) -> pl.DataFrame:
         except pl.exceptions.ShapeError as error:
             lengths = {name: len(values) for name, values in frame.items()}
             raise LabelError(f"Metadata columns differ in length: {lengths}; give one value per image.") from error
-    return pl.from_pandas(frame.reset_index(drop=True) if hasattr(frame, "reset_index") else frame)
+        except (TypeError, ValueError, pl.exceptions.PolarsError):
+            _refuse_mixed({name: lambda v=values, n=name: pl.Series(n, v) for name, values in frame.items()})
+            raise
+    frame = frame.reset_index(drop=True) if hasattr(frame, "reset_index") else frame
+    try:
+        return pl.from_pandas(frame)
+    except Exception:
+        _refuse_mixed({name: lambda n=name: pl.from_pandas(frame[[n]]) for name in frame.columns})
+        raise
+
+
+def _refuse_mixed(builders: dict) -> None:
+    """Raise a LabelError naming the first column whose builder fails."""
+    for name, build in builders.items():
+        try:
+            build()
+        except Exception as error:  # noqa: BLE001 - the failing column is what we are looking for
+            raise LabelError(
+                f"Metadata column {name!r} mixes value types ({str(error).splitlines()[0]}); "
+                "give one type per column (e.g. all numbers, or all text)."
+            ) from None
+
+
+def _check_class_count(labels: np.ndarray | None, classes: list[str]) -> None:
+    """Refuse integer labels that would invent an implausible number of unnamed classes."""
+    if classes or labels is None or not len(labels) or int(np.max(labels)) < MAX_INFERRED_CLASSES:
+        return
+    raise LabelError(
+        f"Label {int(np.max(labels))} would create {int(np.max(labels)) + 1:,} classes named '0', '1', …; "
+        f"without classes=, at most {MAX_INFERRED_CLASSES:,} are made. Pass classes=[...] naming every class "
+        "(or fix the labels)."
+    )
 
 
 def _first(values):

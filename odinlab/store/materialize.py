@@ -51,26 +51,26 @@ class Materializer:
         uint8 (per image and channel, with the reconstruction error recorded); ``pool=k``
         (or ``{layer: k}``) keeps a k×k per-channel average of convolutional maps. With
         ``batch_size="auto"`` batches fit ``memory_budget``. Interrupted runs resume: batches
-        already done are skipped, so a second call costs nothing and says so.
+        already done are skipped, so a second call costs nothing and says so. A module given
+        with ``model_id=`` must hold that version's weights (else ``WeightsMismatchError``).
 
         >>> report = store.materialize(net, ["features.conv2", "head.fc1"], "val", progress=False)
         >>> report.select("array", "computed").rows()
         [('predictions', 269), ('features.conv2/float16', 269), ('head.fc1/float16', 269)]
         """
+        # Every argument is checked before the first array is created: a bad call leaves no trace.
         self._backend.check_writable()
-        if isinstance(model, nn.Module) and model_id is not None:
-            record, module = self._models.record(model_id), model
-        else:
-            record, module = self._models.record(model), self._models.module(model)
+        record, module = self._models.record_and_module(model, model_id)
         model_id = record.model_id
-        layers = self._models.check_layers(record, list(layers), module)
+        layers = self._models.check_layers(record, layers, module)  # a string is one layer
         if dtype not in DTYPES:
             raise OptionError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+        _check_pool(pool)
         self._models.check_input_shape(record)
         selection = self._images.select(images).unique()  # in row order: sequential writes
         rows = selection.rows
-        targets = self._open_targets(record, layers, dtype, pool)
         size = self._batch_size(record, layers, batch_size, memory_budget)
+        targets = self._open_targets(record, layers, dtype, pool)
         pending = [(b, [t for t in targets.values() if not t.done_rows(b.rows).all()])
                    for b in selection.chunks(size)]
         pending = [(b, todo) for b, todo in pending if todo]
@@ -112,6 +112,8 @@ class Materializer:
         record = self._models.record(model)
         if isinstance(model, nn.Module):
             module = model
+        elif module is not None:  # what it computes is labelled (and stored) as this version's
+            self._models.check_module(module, record)
         self._models.check_layers(record, [layer])  # against the registered architecture
         selection = self._images.select(images)
         rows = selection.rows
@@ -137,9 +139,9 @@ class Materializer:
         if lazy:
             import dask.array as da
             values = da.from_zarr(target.values)[rows].astype("float32") if not target.quantized \
-                else da.from_array(target.read(rows))
+                else da.from_array(target.read(rows, ids=selection.ids))
         else:
-            values = target.read(rows)
+            values = target.read(rows, ids=selection.ids)
         return labelled(values, selection.ids, name=layer, model_id=record.model_id)
 
     def predictions(self, model: ModelRef, images: ImageSelection = None) -> pl.DataFrame:
@@ -157,8 +159,9 @@ class Materializer:
             target = RowArray(group[path])
             selection = selection[target.done_rows(selection.rows)]
             rows = selection.rows
-            probs = target.read(rows) if len(rows) else np.zeros((0, target.values.shape[1]), np.float32)
-            frame = _predictions_frame(record, selection.frame, probs, target.read_extra("loss", rows))
+            ids = selection.ids
+            probs = target.read(rows, ids=ids) if len(rows) else np.zeros((0, target.values.shape[1]), np.float32)
+            frame = _predictions_frame(record, selection.frame, probs, target.read_extra("loss", rows, ids=ids))
         else:  # nothing materialized yet: the same columns, no rows
             frame = _predictions_frame(record, selection.frame.head(0), np.zeros((0, 1), np.float32), np.zeros(0))
         return frame.join(selection.frame.unique("image_id", maintain_order=True), on="image_id", how="left",
@@ -228,11 +231,11 @@ class Materializer:
     def _batch_size(self, record: ModelRecord, layers: list[str], batch_size, memory_budget) -> int:
         """Images per batch: given, or as many as the budget holds (activations of every layer
         during the forward pass, kept copies of the requested ones, and the input)."""
+        budget = _budget_bytes(memory_budget)  # checked even when unused: a typo is refused alike
         if batch_size != "auto":
-            if not isinstance(batch_size, int) or batch_size < 1:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise OptionError(f"batch_size must be a positive int or 'auto', not {batch_size!r}.")
             return batch_size
-        budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else int(memory_budget)
         arch = self._models.architecture(record)
         numel = {r["layer"]: int(np.prod(r["output_shape"] or [0])) for r in arch.iter_rows(named=True)}
         leaves = [r["layer"] for r in arch.iter_rows(named=True)
@@ -295,6 +298,38 @@ def _write_batch(targets: dict, todo: list, batch: np.ndarray, outputs: dict, co
         target.write(batch[fresh], values, **extras)
         computed[name] += int(fresh.sum())
     bar.update(len(batch))
+
+
+def _budget_bytes(memory_budget) -> int:
+    """``memory_budget`` in bytes ("2GB", "512 MB" or a number), or :class:`OptionError`.
+
+    >>> _budget_bytes("64KB"), _budget_bytes(1e6)
+    (64000, 1000000)
+    >>> _budget_bytes("lots")
+    Traceback (most recent call last):
+    odinlab.errors.OptionError: memory_budget must be a positive size such as '2GB' or a number of bytes, not 'lots'.
+    """
+    try:
+        budget = parse_bytes(memory_budget) if isinstance(memory_budget, str) else int(memory_budget)
+    except (ValueError, TypeError):
+        budget = 0
+    if isinstance(memory_budget, bool) or budget < 1:
+        raise OptionError("memory_budget must be a positive size such as '2GB' or a number of bytes, "
+                          f"not {memory_budget!r}.")
+    return budget
+
+
+def _check_pool(pool) -> None:
+    """Raise :class:`OptionError` unless ``pool`` is None, a positive int, or ``{layer: int}``.
+
+    >>> _check_pool({"features.conv2": 2})
+    >>> _check_pool(0)
+    Traceback (most recent call last):
+    odinlab.errors.OptionError: pool must be None, a positive int k (k×k averages) or {layer: k}, not 0.
+    """
+    sizes = pool.values() if isinstance(pool, dict) else [pool]
+    if not all(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1) for k in sizes):
+        raise OptionError(f"pool must be None, a positive int k (k×k averages) or {{layer: k}}, not {pool!r}.")
 
 
 def _keeper(pool):

@@ -14,6 +14,7 @@ from torch import nn
 
 from odinlab.errors import (
     ImageFormatError,
+    LineageError,
     NotMaterializedError,
     UnknownLayerError,
     UnknownModelError,
@@ -63,12 +64,29 @@ class ModelRegistry:
         shape, or the parent's) and lineage (``parent``). Tensors already in the store are not
         written again. The module stays attached to the version for this session.
 
+        A new version of an existing name needs ``parent=``: lineage is what the test-set guard
+        counts looks by, so an unlinked version would quietly start that count again. The exact
+        weights (and settings) of an existing version of the name give back that version.
+
+        >>> store.register_model(net, "cnn")  # the weights of cnn@1: nothing new
+        'cnn@1'
+        >>> store.register_model(SmallCNN(), "cnn")
+        Traceback (most recent call last):
+        odinlab.errors.LineageError: There is already a model named 'cnn' (cnn@1). ...
         >>> store.register_model(net, "cnn", parent="cnn@1", hyperparams={"lr": 0.001})
         'cnn@2'
         """
         self._backend.check_writable()
         check_name(name, "model name")
         parent_record = self.record(parent) if parent is not None else None
+        if parent_record is None and name in self.table["name"]:
+            settings = {"classes": classes, "input_shape": input_shape, "hyperparams": hyperparams,
+                        "description": description}
+            existing = self._same_version(module, name, settings)
+            if existing is None:
+                raise self._unlinked_error(name)
+            self._attach(existing, module)
+            return existing
         if parent_record is not None:  # a derived version takes its parent's interface by default
             input_shape = parent_record.input_shape if input_shape is None else input_shape
             classes = parent_record.classes if classes is None else classes
@@ -158,7 +176,7 @@ class ModelRegistry:
         >>> store.model_id_of(net)
         'cnn@1'
         """
-        match = self.table.filter(pl.col("weights_digest") == _weights_of(module)).sort("created_at")
+        match = self.table.filter(pl.col("weights_digest") == self._digest_of(module)).sort("created_at")
         if match.height == 0:
             raise UnknownModelError(
                 "These weights are not registered in the store; call store.register_model(module, name) "
@@ -173,7 +191,8 @@ class ModelRegistry:
         torch.Size([10])
         """
         weights = WeightStore(self._backend.fs)
-        return {key: weights.get(t["digest"]) for key, t in self._manifest(model)["tensors"].items()}
+        model_id = self.resolve_any(model)
+        return {key: weights.get(t["digest"], model_id) for key, t in self._manifest(model_id)["tensors"].items()}
 
     def load_weights(self, module: nn.Module, model: ModelRef) -> nn.Module:
         """Load a version's exact weights into ``module`` (one you built), attach it, return it.
@@ -190,12 +209,7 @@ class ModelRegistry:
                           "store.load_weights(module, model_id).", DeprecationWarning, stacklevel=3)
             module, model = model, module
         record = self.record(model)
-        stored = self._manifest(record)["tensors"]
-        own = module.state_dict()
-        problems = [f"missing {k}" for k in stored.keys() - own.keys()]
-        problems += [f"unexpected {k}" for k in own.keys() - stored.keys()]
-        problems += [f"{k}: stored {tuple(stored[k]['shape'])}, module {tuple(own[k].shape)}"
-                     for k in stored.keys() & own.keys() if list(own[k].shape) != stored[k]["shape"]]
+        problems = self._shape_problems(record, module)
         if problems:
             raise WeightsMismatchError(
                 f"The weights of {record.model_id} do not fit this module ({len(problems)} problems: "
@@ -204,6 +218,42 @@ class ModelRegistry:
         module.load_state_dict(self.state_dict(record))
         self._attach(record.model_id, module)
         return module
+
+    def check_module(self, module: nn.Module, model: ModelRef) -> ModelRecord:
+        """The record of ``model`` once ``module`` is known to hold its exact weights (then attached).
+
+        Anything computed with ``module`` is stored under this version, so a module with other
+        weights or another architecture is refused with :class:`WeightsMismatchError`, which
+        says the version the module does hold, if any. Cheap when repeated: a module attached
+        to the version is hashed again only if its tensors changed since.
+
+        >>> store._models.check_module(net, "cnn@1").model_id
+        'cnn@1'
+        >>> store._models.check_module(SmallCNN(), "cnn@1")
+        Traceback (most recent call last):
+        odinlab.errors.WeightsMismatchError: This module does not hold the weights of cnn@1: ...
+        """
+        record = self.record(model)
+        if record.model_id in self._attached_to(module):
+            return record
+        if self._digest_of(module) != record.weights_digest or self._type_problems(record, module):
+            raise WeightsMismatchError(self._mismatch(record, module))
+        self._attach(record.model_id, module)
+        return record
+
+    def record_and_module(self, model: ModelRef, model_id: str | None = None) -> tuple[ModelRecord, nn.Module]:
+        """The version to store results under and the module to compute them with.
+
+        ``model`` is a module (its version found by its weights, or ``model_id``, which it must
+        hold: see :meth:`check_module`) or a version whose module this session holds.
+
+        >>> record, module = store._models.record_and_module(net, "cnn@1")
+        >>> record.model_id, module is net
+        ('cnn@1', True)
+        """
+        if isinstance(model, nn.Module) and model_id is not None:
+            return self.check_module(model, model_id), model
+        return self.record(model), self.module(model)
 
     def architecture(self, model: ModelRef) -> pl.DataFrame:
         """Every named layer of a version: name, type, output shape (per image), parameters.
@@ -324,6 +374,73 @@ class ModelRegistry:
             del held[index]
         return None
 
+    def _attached_to(self, module: nn.Module) -> list[str]:
+        """The versions ``module`` is attached to with its tensors unchanged since (no hashing)."""
+        fingerprint = _fingerprint(module)
+        return [model_id for model_id, held in self._modules.items()
+                if any(m is module and f == fingerprint for m, f in held)]
+
+    def _digest_of(self, module: nn.Module) -> str:
+        """``module``'s weights digest, hashed only if its tensors changed since it was attached.
+
+        Every attached module held its version's weights when attached, so an unchanged
+        fingerprint means the version's digest still holds (repeated calls cost no hashing).
+        """
+        attached = self._attached_to(module)
+        rows = self.table.filter(pl.col("model_id").is_in(attached)) if attached else None
+        return rows["weights_digest"][0] if rows is not None and rows.height else _weights_of(module)
+
+    def _mismatch(self, record: ModelRecord, module: nn.Module) -> str:
+        """Why ``module`` is not ``record``'s version, and what to do instead."""
+        start = f"This module does not hold the weights of {record.model_id}: "
+        problems = self._shape_problems(record, module) or self._type_problems(record, module)
+        if problems:
+            return (start + f"its architecture differs ({len(problems)} differences: "
+                    f"{listing(sorted(problems), 5)}). Pass the network registered as {record.model_id}, "
+                    f"or register this one under its own name.")
+        holds = self.table.filter(pl.col("weights_digest") == _weights_of(module)).sort("created_at")
+        if holds.height:
+            return (start + f"its weights are those of {holds['model_id'][-1]}, not {record.model_id}. "
+                    f"Pass model_id={holds['model_id'][-1]!r}, or the module of {record.model_id}.")
+        return (start + "they match no registered version (trained or changed since?). Register them "
+                f"first: store.register_model(module, {record.name!r}, parent={record.model_id!r}), "
+                f"or load {record.model_id} into it with store.load_weights(module, {record.model_id!r}).")
+
+    def _shape_problems(self, record: ModelRecord, module: nn.Module) -> list[str]:
+        """Tensors missing, unexpected or shaped differently in ``module`` than in the version."""
+        stored, own = self._manifest(record)["tensors"], module.state_dict()
+        problems = [f"missing {k}" for k in stored.keys() - own.keys()]
+        problems += [f"unexpected {k}" for k in own.keys() - stored.keys()]
+        problems += [f"{k}: stored {tuple(stored[k]['shape'])}, module {tuple(own[k].shape)}"
+                     for k in stored.keys() & own.keys() if list(own[k].shape) != stored[k]["shape"]]
+        return problems
+
+    def _type_problems(self, record: ModelRecord, module: nn.Module) -> list[str]:
+        """Named layers whose type differs (same tensors, other layers: e.g. GELU for ReLU)."""
+        stored = dict(self.architecture(record).select("layer", "type").iter_rows())
+        own = {name: type(m).__name__ for name, m in module.named_modules() if name}
+        return [f"{name}: {stored.get(name, 'no layer')} registered, {own.get(name, 'no layer')} here"
+                for name in sorted(stored.keys() | own.keys()) if stored.get(name) != own.get(name)]
+
+    def _same_version(self, module: nn.Module, name: str, settings: dict) -> str | None:
+        """The latest version of ``name`` with ``module``'s weights and no conflicting setting."""
+        given = {key: value for key, value in settings.items() if value is not None}
+        given = {**given, **({"hyperparams": json.dumps(given["hyperparams"], sort_keys=True, default=str)}
+                             if "hyperparams" in given else {})}
+        rows = self.table.filter((pl.col("name") == name) & (pl.col("weights_digest") == self._digest_of(module)))
+        for row in rows.sort("version", descending=True).iter_rows(named=True):
+            if all(_plain(value) == _plain(row[key]) for key, value in given.items()):
+                return row["model_id"]
+        return None
+
+    def _unlinked_error(self, name: str) -> LineageError:
+        versions = self.table.filter(pl.col("name") == name).sort("version")["model_id"].to_list()
+        return LineageError(
+            f"There is already a model named {name!r} ({listing(versions)}). A new version needs its "
+            f"lineage: pass parent={versions[-1]!r} (or the version it was derived from), or register "
+            f"it under a new name. Lineage is how the test-set guard counts looks at the test split."
+        )
+
     def _ancestor_ids(self, model_id: str) -> list[str]:
         parents = dict(self.table.select("model_id", "parent").iter_rows())
         chain, current = [], parents.get(model_id)
@@ -384,6 +501,11 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
 def _fingerprint(module: nn.Module) -> tuple:
     """Cheap identity of a module's tensors: where they live and how often they were changed in place."""
     return tuple((t.data_ptr(), t._version) for t in module.state_dict().values())
+
+
+def _plain(value):
+    """Sequences as lists, so a tuple given and a list stored compare equal."""
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def _weights_of(module: nn.Module) -> str:

@@ -2,17 +2,20 @@
 
 Each tensor is one safetensors file named by the SHA-256 of its dtype, shape and bytes
 (ModelHub's archival idea). A fine-tuned version with frozen layers re-uses the frozen
-tensors' files and adds only the ones that changed.
+tensors' files and adds only the ones that changed. The name is also the check: every load
+re-hashes the tensor and refuses one that does not match its name (a tampered or damaged file).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from odinlab.errors import CorruptStoreError, listing
 from odinlab.store.fs import StoreFS
 
 
@@ -48,8 +51,56 @@ class WeightStore:
         self._fs.write_bytes(parts, data)
         return digest, len(data)
 
-    def get(self, digest: str) -> torch.Tensor:
-        return load_safetensors(self._fs.read_bytes(self._parts(digest)))["tensor"]
+    def get(self, digest: str, model_id: str | None = None) -> torch.Tensor:
+        """The tensor named ``digest``, re-hashed: a file that is missing, unreadable or not the
+        tensor its name promises raises :class:`CorruptStoreError` naming the file and the model
+        versions that use it (``model_id`` when given, else found from the manifests).
+
+        >>> ws = WeightStore(StoreFS("memory://weights-tampered"))
+        >>> digest, _ = ws.put(torch.ones(3))
+        >>> ws._fs.write_bytes(ws._parts(digest), save_safetensors({"tensor": torch.zeros(3)}))
+        >>> ws.get(digest, "cnn@1")
+        Traceback (most recent call last):
+        odinlab.errors.CorruptStoreError: The weights file weights/.../....safetensors of cnn@1 holds other values...
+        """
+        return self.check(digest, self._read(digest, model_id), model_id)
+
+    def check(self, digest: str, data: bytes, model_id: str | None = None) -> torch.Tensor:
+        """Parse and re-hash the bytes of weights file ``digest``; refuse them if damaged."""
+        try:
+            tensor = load_safetensors(data)["tensor"]
+        except Exception as error:  # noqa: BLE001 - safetensors' own errors name no file
+            raise self._damaged(digest, model_id, f"is not a readable safetensors file ({error})") from None
+        if tensor_digest(tensor) != digest:
+            raise self._damaged(digest, model_id, "holds other values than the tensor its name (a SHA-256) "
+                                "promises: it was altered or damaged")
+        return tensor
+
+    def _read(self, digest: str, model_id: str | None) -> bytes:
+        try:
+            return self._fs.read_bytes(self._parts(digest))
+        except FileNotFoundError:
+            raise self._damaged(digest, model_id, "is missing") from None
+
+    def _damaged(self, digest: str, model_id: str | None, why: str) -> CorruptStoreError:
+        users = [model_id] if model_id else self.users(digest)
+        of = f" of {listing(users)}" if users else ""
+        return CorruptStoreError(
+            f"The weights file {'/'.join(self._parts(digest))}{of} {why}. The store is damaged: restore that "
+            "file from a copy; `odinlab verify STORE` lists everything that is damaged."
+        )
+
+    def users(self, digest: str) -> list[str]:
+        """Model versions whose manifests use the tensor ``digest`` (read only to name them in errors)."""
+        found = []
+        for path in sorted(self._fs.fs.glob(self._fs.path(("models",)) + "/*/*.json")):
+            try:
+                manifest = json.loads(self._fs.fs.cat_file(path))
+            except (OSError, ValueError):
+                continue  # a damaged manifest is verify()'s to report
+            if any(t.get("digest") == digest for t in manifest.get("tensors", {}).values()):
+                found.append(manifest.get("model_id", path.rsplit("/", 2)[-2]))
+        return found
 
     @staticmethod
     def _parts(digest: str) -> tuple[str, ...]:

@@ -108,3 +108,14 @@ def test_evaluate_unknown_split_lists_the_splits(trained):
     store, net, _ = trained
     with pytest.raises(odinlab.UnknownImageError, match="Splits: test, train, val"):
         store.evaluate(net, "tset")
+
+
+def test_the_test_set_warning_points_at_the_caller_s_line(trained):
+    store, net, v1 = trained
+    store.evaluate(net, "test")
+    with pytest.warns(odinlab.TestSetReuseWarning) as caught:
+        store.evaluate(net, "test", hyperparams={"lr": 0.02, "epochs": 3})
+    with pytest.warns(odinlab.TestSetReuseWarning) as recorded:
+        store.record_experiment(v1, test_images="test", hyperparams={"lr": 0.03})
+    for warning in [*caught, *recorded]:
+        assert warning.filename == __file__, warning.filename

@@ -556,3 +556,59 @@ def test_digits_ingest_as_image_data():
     assert {"ink", "source_index"} <= set(store.images.columns)
     np.testing.assert_array_equal(store.pixels(["digits-0042", "digits-0007"]), data.images[[42, 7]])
     assert store.images["label"].to_list() == data.labels.tolist()
+
+
+# -- input the store cannot keep: refused before anything is written ---------------------------
+
+
+def test_object_metadata_is_refused_and_nothing_written(filled, written_batches):
+    before = snapshot(filled)
+    with pytest.raises(odinlab.LabelError, match="'thing' has type Object.*cannot save"):
+        filled.ingest(gray(2, seed=30), labels=[0, 1], metadata={"thing": [object(), object()]})
+    with pytest.raises(odinlab.LabelError, match="'thing'"):
+        filled.ingest(gray(2, seed=30), labels=[0, 1], metadata=pd.DataFrame({"thing": [object(), 1]}))
+    assert written_batches == [] and isinstance(odinlab.LabelError("x"), odinlab.OdinError)
+    assert_unchanged(filled, before)
+
+
+@pytest.mark.parametrize("frame", [dict, pd.DataFrame])
+def test_a_metadata_column_of_mixed_types_is_refused_by_name(filled, written_batches, frame):
+    before = snapshot(filled)
+    with pytest.raises(odinlab.LabelError, match="'weight' mixes value types"):
+        filled.ingest(gray(2, seed=31), labels=[0, 1], metadata=frame({"site": ["x", "y"], "weight": [3, "five"]}))
+    assert written_batches == []
+    assert_unchanged(filled, before)
+
+
+def test_a_metadata_column_that_cannot_join_the_stored_one_is_refused(filled, written_batches):
+    before = snapshot(filled)
+    with pytest.raises(odinlab.LabelError, match=r"'age' is List\(Int64\) here but Int64 in the store"):
+        filled.ingest(gray(2, seed=32), labels=[0, 1], metadata={"age": [[1], [2]]})
+    assert written_batches == []
+    assert_unchanged(filled, before)
+
+
+def test_a_huge_label_without_classes_is_refused_not_made_into_100000_classes(store, written_batches):
+    before = snapshot(store)
+    with pytest.raises(odinlab.LabelError, match="Label 99999 would create 100,000 classes.*classes="):
+        store.ingest(gray(2), labels=[0, 99999])
+    assert written_batches == []
+    assert_unchanged(store, before)
+    store.ingest(gray(2), labels=[0, 999])  # up to 1,000 numbered classes are still made
+    assert len(store.classes) == 1000
+
+
+def test_a_huge_streamed_label_is_refused_and_the_pixels_rolled_back(store):
+    import torch
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.zeros(1, 8, 8) + i / 10, [0, 1, 5000][i]
+
+    before = snapshot(store)
+    with pytest.raises(odinlab.LabelError, match="Label 5000 would create 5,001 classes"):
+        store.ingest(Data())
+    assert_unchanged(store, before)

@@ -126,3 +126,24 @@ def test_model_registered_in_one_process_loads_after_reopening(tmp_path):
     assert json.loads(reopened.models["hyperparams"][0]) == {"lr": 0.1}
     restored = reopened.load_weights(SmallCNN(1, 3, width=4), "cnn")
     assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), net.state_dict().values()))
+
+
+def test_an_existing_name_without_parent_is_refused_and_nothing_is_written(tiny_store):
+    tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn")
+    weights = tiny_store.size_on_disk("weights")
+    with pytest.raises(odinlab.LineageError, match=r"already a model named 'cnn' \(cnn@1\).*parent='cnn@1'.*new name"):
+        tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn")
+    assert tiny_store.models.height == 1 and tiny_store.size_on_disk("weights") == weights
+    assert tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn", parent="cnn@1") == "cnn@2"
+    assert tiny_store.register_model(SmallCNN(1, 3, width=4), "cnn-b") == "cnn-b@1"
+
+
+def test_registering_a_version_s_exact_weights_again_gives_that_version(tiny_store):
+    net = SmallCNN(1, 3, width=4)
+    v1 = tiny_store.register_model(net, "cnn", hyperparams={"lr": 0.1})
+    fresh = tiny_store.load_weights(SmallCNN(1, 3, width=4), v1)
+    assert tiny_store.register_model(fresh, "cnn") == v1  # re-running a notebook cell
+    assert tiny_store.register_model(fresh, "cnn", hyperparams={"lr": 0.1}, input_shape=(1, 8, 8)) == v1
+    with pytest.raises(odinlab.LineageError, match="parent='cnn@1'"):  # same weights, other settings
+        tiny_store.register_model(fresh, "cnn", hyperparams={"lr": 0.5})
+    assert tiny_store.models["model_id"].to_list() == ["cnn@1"]
