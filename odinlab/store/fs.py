@@ -17,7 +17,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore
 
-from odinlab.errors import InvalidNameError, ReadOnlyStoreError
+from odinlab.errors import InvalidNameError, ReadOnlyStoreError, StoreError
 
 # Names that become path components: no separators, no leading dot (so "." and ".."
 # and hidden temp files are impossible), a conservative alphabet that every object store accepts.
@@ -44,10 +44,21 @@ class StoreFS:
     >>> fs = StoreFS("memory://doc-example")
     >>> fs.write_bytes(("a", "b.txt"), b"hi"); fs.read_bytes(("a", "b.txt"))
     b'hi'
+    >>> StoreFS("zip://data.bin::memory://x.zip")
+    Traceback (most recent call last):
+    odinlab.errors.StoreError: The store path 'zip://data.bin::memory://x.zip' contains '::', ...
     """
 
     def __init__(self, url: str | os.PathLike, read_only: bool = False):
         self.url = str(url)
+        if "::" in self.url:
+            # fsspec reads "a::b" as a chain of filesystems (a inside b): writes would land in
+            # another place than the path says, or in a cache that is thrown away.
+            raise StoreError(
+                f"The store path {self.url!r} contains '::', which fsspec reads as a chain of filesystems "
+                "(writes would go somewhere else than the path says). Chained URLs are not supported: "
+                "give a plain folder or URL, and rename a folder whose name contains '::'."
+            )
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
@@ -58,6 +69,17 @@ class StoreFS:
         for part in parts:
             check_name(part, "path component")
         return "/".join((self.root, *parts))
+
+    def lock_path(self, suffix: str = "") -> str:
+        """Path of the writer lock file (``.lock``) or a file beside it, e.g. ``.lock.info``.
+
+        Dot names on purpose: :func:`check_name` refuses them, so no table, array or weights
+        file can ever collide with the lock.
+
+        >>> StoreFS("memory://lock-path-doc").lock_path(".info")
+        '/lock-path-doc/.lock.info'
+        """
+        return f"{self.root}/.lock{suffix}"
 
     def exists(self, parts: tuple[str, ...]) -> bool:
         return self.fs.exists(self.path(parts))

@@ -6,6 +6,10 @@ where). Per-image results are :class:`~odinlab.store.arrays.RowArray` s aligned 
 store's pixel rows, so that a later question about more images computes only the new ones;
 whole-set results are Parquet tables; free-form arrays (a maximization's images, gradients,
 a sample's compact copies) get a Zarr group in one of the version's areas.
+
+What this cache creates (arrays, groups, tables) is created under the store's writer lock, so
+two processes never create one array twice. Rows written later into a returned array are the
+caller's: they are not under the lock.
 """
 
 from __future__ import annotations
@@ -70,11 +74,12 @@ class ResultCache:
         fs = self._backend.fs
         if fs.exists(parts):
             return pl.read_parquet(io.BytesIO(fs.read_bytes(parts)))
-        result = compute()
+        result = compute()  # outside the lock: computing may take long, and other writers may go on
         if not self._backend.read_only:
             buffer = io.BytesIO()
             result.write_parquet(buffer, compression="zstd")
-            fs.write_bytes(parts, buffer.getvalue())
+            with self._backend.writing("results.table"):  # atomic replace: a twin result is replaced whole
+                fs.write_bytes(parts, buffer.getvalue())
         return result
 
     def row_array(self, model: ModelRef, area: str, *parts: str, shape: tuple[int, ...], dtype: str = "float32",
@@ -89,7 +94,8 @@ class ResultCache:
         self._backend.check_writable()
         path = area_path(self._models.resolve_any(model), area, *parts)
         spec = ArraySpec(path, tuple(shape), dtype, tuple(attrs), tuple(extras))
-        return spec.open(self._backend.arrays(), self._images.capacity if capacity is None else capacity)
+        with self._backend.writing("results.row_array"):  # creating (or growing) it is a write
+            return spec.open(self._backend.arrays(), self._images.capacity if capacity is None else capacity)
 
     def find_row_array(self, model: ModelRef, area: str, *parts: str) -> RowArray | None:
         """The row array at that place if it exists, else None (never creates anything).
@@ -110,7 +116,8 @@ class ResultCache:
         root = self._backend.arrays()
         if create:
             self._backend.check_writable()
-            return root.require_group(path)
+            with self._backend.writing("results.group"):
+                return self._backend.arrays().require_group(path)
         if path not in root:
             return None
         found = root[path]

@@ -28,7 +28,7 @@ import zarr
 
 from odinlab.errors import StoreError, closest
 from odinlab.store import query as query_module
-from odinlab.store.backend import MARKER, Backend
+from odinlab.store.backend import LOCK_TIMEOUT, MARKER, Backend, check_timeout
 from odinlab.store.experiments import ExperimentLog
 from odinlab.store.fs import StoreFS
 from odinlab.store.images import ImageCatalog
@@ -65,14 +65,22 @@ class Store:
     1797
     """
 
-    def __init__(self, fs: StoreFS):
-        self._backend = backend = Backend(fs)
+    def __init__(self, fs: StoreFS, lock_timeout: float | None = LOCK_TIMEOUT):
+        self._backend = backend = Backend(fs, lock_timeout)
         self._images = ImageCatalog(backend, sql=self.sql)
         self._ingestor = Ingestor(backend, self._images)
         self._models = ModelRegistry(backend, self._images)
         self._experiments = ExperimentLog(backend, self._images, self._models)
         self._materializer = Materializer(backend, self._images, self._models)
-        self.results = ResultCache(backend, self._images, self._models)
+        self.results = ResultCache(backend, self._images, self._models)  # locks its own writes
+        # Every write holds the store's writer lock (see Backend.writing). The methods are
+        # wrapped on the component instances, not only here, so that a write called from
+        # inside a component (evaluate -> record, activations -> materialize) holds it too.
+        # evaluate itself is not wrapped: its forward pass runs unlocked, its record locked.
+        _hold_lock(backend, self._ingestor, "ingest")
+        _hold_lock(backend, self._models, "register")
+        _hold_lock(backend, self._experiments, "record")
+        _hold_lock(backend, self._materializer, "materialize")
 
     # -- the store itself ---------------------------------------------------------------------
 
@@ -89,6 +97,19 @@ class Store:
     def check_writable(self) -> None:
         """Raise :class:`~odinlab.ReadOnlyStoreError` on a read-only store."""
         self._backend.check_writable()
+
+    @property
+    def lock_timeout(self) -> float | None:
+        """Seconds a write waits for another writer before :class:`~odinlab.StoreBusyError` (None: forever).
+
+        >>> store.lock_timeout
+        60.0
+        """
+        return self._backend.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float | None) -> None:
+        self._backend.lock_timeout = check_timeout(seconds)
 
     def sql(self, query: str) -> pl.DataFrame:
         """Run SQL over the store's tables and return a polars DataFrame.
@@ -242,12 +263,17 @@ class Store:
     layer_array = _forward("_materializer", Materializer.layer_array)
 
 
-def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a", *, create: bool = False) -> Store:
+def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a", *, create: bool = False,
+               lock_timeout: float | None = LOCK_TIMEOUT) -> Store:
     """Open the store at a folder or fsspec URL; with ``create=True``, make it if it is not there.
 
     ``mode="r"`` opens read-only, ``"a"`` reads and writes, ``"w-"`` creates a new store and
     fails if one is there. Without ``create=True`` a missing store is an error, so that a typo
     in a path never leaves an empty store behind. ``memory://name`` keeps everything in this process.
+
+    Many processes may write one store: writes take turns on the store's writer lock, and a
+    write waits up to ``lock_timeout`` seconds (None: forever) for another one, then raises
+    :class:`~odinlab.StoreBusyError` naming that writer (pid, host, since when). Readers never wait.
 
     >>> store = open_store("memory://my-store", create=True)
     >>> store.images.height
@@ -258,6 +284,7 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
     """
     if mode not in ("r", "a", "w-"):
         raise StoreError(f"Unknown mode {mode!r}; use 'r' (read), 'a' (read/write) or 'w-' (create).")
+    check_timeout(lock_timeout)
     fs = StoreFS(path_or_url, read_only=mode == "r")
     where = str(path_or_url)
     if fs.fs.exists(fs.root) and fs.fs.isfile(fs.root):
@@ -266,7 +293,7 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
         if mode == "w-":
             raise StoreError(f"A store already exists at {where!r}; open it with mode='a'.")
         _check_marker(fs, where)
-        return Store(fs)
+        return Store(fs, lock_timeout)
     if mode == "r" or not (create or mode == "w-"):
         raise StoreError(f"No odinlab store at {where!r}.{_nearby_stores(fs, where)} "
                          f"To create one: odinlab.open_store({where!r}, create=True).")
@@ -277,7 +304,19 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
                                        "created_at": datetime.now(UTC).isoformat(),
                                        "classes": []}, indent=1).encode())
     zarr.open_group(fs.zarr_store(("arrays",)), mode="a")
-    return Store(fs)
+    return Store(fs, lock_timeout)
+
+
+def _hold_lock(backend: Backend, component, name: str) -> None:
+    """Replace ``component.<name>`` by the same method run inside ``backend.writing(name)``."""
+    method = getattr(component, name)
+
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with backend.writing(name):
+            return method(*args, **kwargs)
+
+    setattr(component, name, locked)
 
 
 def _nearby_stores(fs: StoreFS, where: str) -> str:

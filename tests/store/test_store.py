@@ -100,3 +100,14 @@ def test_store_paths_stay_under_the_root(tmp_path):
     assert fs.path(("tables", "images.parquet")).startswith(str(tmp_path / "root") + "/")
     with pytest.raises(odinlab.InvalidNameError):
         fs.path(("tables", "..", "..", "etc"))
+
+
+def test_a_path_with_fsspec_chaining_is_refused(tmp_path):
+    """'a::b' is an fsspec chain (a inside b): it would write somewhere else than the path says."""
+    for where in (f"simplecache::{tmp_path / 's'}", "memory://a::memory://b", str(tmp_path / "x::y")):
+        for mode in ("a", "r", "w-"):
+            with pytest.raises(odinlab.StoreError, match="contains '::'.*chain of filesystems"):
+                odinlab.open_store(where, mode=mode, create=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere
+    with pytest.raises(odinlab.StoreError, match="'::'"):
+        StoreFS("zip://inner::memory://outer.zip")
