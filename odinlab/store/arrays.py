@@ -15,6 +15,7 @@ Arrays written before checksums (no ``crc32c`` codec) still read, without those 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,10 @@ class RowArray:
     ([[1.0, 1.0, 1.0, 1.0]], [False, False, True, True])
     """
 
-    def __init__(self, group: zarr.Group):
+    def __init__(self, group: zarr.Group, guard=None):
+        # ``guard()`` is held around each write (the store's writer lock, for arrays handed out
+        # by store.results), so that two processes never interleave writes into one chunk.
+        self.guard = guard or contextlib.nullcontext
         if "done" not in group or "dtype" not in group.attrs:
             raise NotMaterializedError(
                 f"The array {group.path!r} was being created when a process stopped, and holds nothing; "
@@ -111,6 +115,10 @@ class RowArray:
 
     def write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
         """Encode and write a batch for ``rows`` (sorted), then mark it done; return its mean error."""
+        with self.guard():
+            return self._write(rows, x, **extras)
+
+    def _write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
         for name, column in extras.items():
             write_rows(self.group[name], rows, column.astype(np.float32))
         values, step, low = quantize.encode(x, self.dtype)

@@ -227,9 +227,9 @@ class ModelRegistry:
         says the version the module does hold, if any. Cheap when repeated: a module attached
         to the version is hashed again only if its tensors changed since.
 
-        >>> store._models.check_module(net, "cnn@1").model_id
+        >>> store.check_module(net, "cnn@1").model_id
         'cnn@1'
-        >>> store._models.check_module(SmallCNN(), "cnn@1")
+        >>> store.check_module(SmallCNN(), "cnn@1")
         Traceback (most recent call last):
         odinlab.errors.WeightsMismatchError: This module does not hold the weights of cnn@1: ...
         """

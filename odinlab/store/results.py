@@ -14,6 +14,7 @@ caller's: they are not under the lock.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable
@@ -95,7 +96,9 @@ class ResultCache:
         path = area_path(self._models.resolve_any(model), area, *parts)
         spec = ArraySpec(path, tuple(shape), dtype, tuple(attrs), tuple(extras))
         with self._backend.writing("results.row_array"):  # creating (or growing) it is a write
-            return spec.open(self._backend.arrays(), self._images.capacity if capacity is None else capacity)
+            array = spec.open(self._backend.arrays(), self._images.capacity if capacity is None else capacity)
+        array.guard = functools.partial(self._backend.writing, f"write {path}")
+        return array
 
     def find_row_array(self, model: ModelRef, area: str, *parts: str) -> RowArray | None:
         """The row array at that place if it exists, else None (never creates anything).
@@ -104,7 +107,9 @@ class ResultCache:
         True
         """
         group = self.group(model, area, *parts)
-        return RowArray(group) if group is not None and "values" in group else None
+        if group is None or "values" not in group:
+            return None
+        return RowArray(group, guard=functools.partial(self._backend.writing, f"write {group.path}"))
 
     def group(self, model: ModelRef, area: str, *parts: str, create: bool = False) -> zarr.Group | None:
         """The Zarr group at that place in a version's area; None if absent (unless ``create``).

@@ -32,11 +32,12 @@ from odinlab.store.backend import LOCK_TIMEOUT, MARKER, Backend, check_timeout
 from odinlab.store.experiments import ExperimentLog
 from odinlab.store.fs import StoreFS
 from odinlab.store.images import ImageCatalog
-from odinlab.store.ingest import Ingestor
+from odinlab.store.ingest import PENDING, Ingestor, settle_classes
 from odinlab.store.materialize import Materializer
 from odinlab.store.models import ModelRegistry
 from odinlab.store.results import ResultCache
 from odinlab.store.tables import SCHEMAS
+from odinlab.store.verify import verify as verify_store
 
 FORMAT = "odinlab-store"
 FORMAT_VERSION = 1
@@ -81,6 +82,9 @@ class Store:
         _hold_lock(backend, self._models, "register")
         _hold_lock(backend, self._experiments, "record")
         _hold_lock(backend, self._materializer, "materialize")
+        if PENDING in backend.meta and not backend.read_only:  # an ingest was killed as it committed
+            with backend.writing("settle classes"):
+                settle_classes(backend)
 
     # -- the store itself ---------------------------------------------------------------------
 
@@ -132,6 +136,16 @@ class Store:
         else:
             frames["predictions"] = pl.DataFrame(schema={"model_id": pl.String, "image_id": pl.String})
         return query_module.run(frames, query)
+
+    def verify(self) -> pl.DataFrame:
+        """Check every chunk, table, manifest and weights file; one row per problem found.
+
+        Empty when the store is healthy (``odinlab verify STORE`` does the same from a shell).
+
+        >>> store.verify().height
+        0
+        """
+        return verify_store(self._backend)
 
     def size_on_disk(self, *parts: str) -> int:
         """Bytes on disk of the store, or of one part of it (``"weights"``, ``"arrays"``...).
@@ -234,6 +248,7 @@ class Store:
     layers = _forward("_models", ModelRegistry.layers)
     check_layers = _forward("_models", ModelRegistry.check_layers)
     check_input_shape = _forward("_models", ModelRegistry.check_input_shape)
+    check_module = _forward("_models", ModelRegistry.check_module)
     ancestors = _forward("_models", ModelRegistry.ancestors)
     descendants = _forward("_models", ModelRegistry.descendants)
     lineage = _forward("_models", ModelRegistry.lineage)

@@ -185,7 +185,9 @@ def _weights(backend: Backend) -> Iterator[tuple]:
 
 def _manifest(backend: Backend, path: str) -> tuple[dict | None, tuple | None]:
     """The parsed manifest at ``path``, or the problem with it."""
-    from odinlab.store.models import weights_digest  # imported late: models imports weights
+    from odinlab.store.models import (
+        weights_digest,  # imported late: models imports weights
+    )
 
     where = _relative(backend, path)
     try:

@@ -143,3 +143,8 @@ def test_a_module_fine_tuned_in_place_is_no_longer_taken_for_its_old_version(tin
         original.head.fc2.bias.add_(1.0)
     with pytest.raises(odinlab.NotMaterializedError):
         tiny_store.module(v1)
+
+
+def test_pixels_of_something_that_is_not_a_selection_is_refused_with_the_forms(tiny_store):
+    with pytest.raises(odinlab.SelectionError, match="images=int is not an image selection.*polars expression"):
+        tiny_store.pixels(123)
