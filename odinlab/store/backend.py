@@ -12,11 +12,13 @@ take no lock: tables are replaced atomically, so a reader sees one commit or the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -60,7 +62,10 @@ class Backend:
     def arrays(self) -> zarr.Group:
         """The root Zarr group (opened read-only on a read-only store)."""
         if self._group is None:
-            self._group = zarr.open_group(self.fs.zarr_store(("arrays",)), mode="r" if self.read_only else "a")
+            store = self.fs.zarr_store(("arrays",))
+            if hasattr(store, "fs"):  # object storage: Zarr's own filesystem may hold stale listings
+                store.fs.invalidate_cache()
+            self._group = zarr.open_group(store, mode="r" if self.read_only else "a")
         return self._group
 
     def write_meta(self, meta: dict) -> None:
@@ -74,6 +79,9 @@ class Backend:
     def refresh(self) -> None:
         """Forget cached tables and handles, so that changes of other processes are seen."""
         self.tables.forget()
+        # Object storage filesystems (s3fs, gcsfs, ...) cache listings, and answer "exists" from
+        # them: a table another process wrote since would look missing.
+        self.fs.fs.invalidate_cache()
         self.meta = json.loads(self.fs.read_bytes(MARKER))
         self._group = None
 
@@ -257,34 +265,75 @@ class LocalLock:
 class LeaseLock:
     """A lease object ``<store>/.lock`` created exclusively (mode ``"xb"``), removed on release.
 
-    On object storage this protects writers only where the filesystem's exclusive create is
-    atomic (a conditional put, e.g. S3 with ``If-None-Match``); where fsspec emulates it by
-    "exists, then put", two writers racing within one round trip may both get it. A writer
-    that dies keeps its lease: after checking that no writer runs, delete ``<store>/.lock``.
+    The lease holds who took it (pid, host, since, what). A writer that finds it there waits
+    and tries again until its timeout. On S3 (s3fs) the exclusive create is a conditional put
+    (``If-None-Match: *``): the object store itself lets exactly one of two racing writers
+    create the lease, and the other gets ``412 Precondition Failed`` (``FileExistsError``).
+    Where a filesystem only emulates ``"xb"`` by "exists, then put", two writers racing within
+    one round trip may both get it. A writer that dies keeps its lease: after checking that no
+    writer runs, delete ``<store>/.lock``.
     """
 
     POLL = 0.2
+    # S3 answers 409 ConditionalRequestConflict while another conditional put of the same key is
+    # in flight: the lease is being taken by someone, so wait as if it were taken.
+    CONTENDED = frozenset({"ConditionalRequestConflict", "OperationAborted"})
 
     def __init__(self, fs: StoreFS):
         self._fs, self._path = fs.fs, fs.lock_path()
 
     def acquire(self, timeout: float | None, info: dict) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
+        token = uuid.uuid4().hex  # tells this lease from any other, even one with the same pid and host
         while True:
             try:
                 with self._fs.open(self._path, "xb") as f:
-                    f.write(json.dumps(info).encode())
+                    f.write(json.dumps({**info, "lease": token}).encode())
                 return True
             except FileExistsError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                time.sleep(self.POLL)
+                # A put the client retried (its first answer lost) finds the lease it made itself.
+                if self._read().get("lease") == token:
+                    return True
+            except OSError as error:
+                if self._error_code(error) not in self.CONTENDED:
+                    raise
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.POLL)
 
     def release(self) -> None:
-        self._fs.rm(self._path)
+        with suppress(FileNotFoundError):  # removed by hand meanwhile: nothing is held either way
+            self._fs.rm(self._path)
 
     def holder(self) -> dict | None:
+        info = self._read()
+        info.pop("lease", None)
+        return info or None
+
+    def _read(self) -> dict:
         try:
-            return json.loads(self._fs.cat_file(self._path))
-        except (OSError, ValueError):
-            return None
+            info = json.loads(self._fs.cat_file(self._path))
+        except (OSError, ValueError):  # released meanwhile, or not a lease
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    @staticmethod
+    def _error_code(error: OSError) -> str | None:
+        """The object store's error code behind an ``OSError`` (s3fs keeps the boto error as cause)."""
+        response = getattr(error.__cause__, "response", None)
+        return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
+def writes(what: str):
+    """Mark a component method that writes: it runs holding the store's writer lock.
+
+    The component must keep its :class:`Backend` as ``self._backend``. Re-entrant, so a write
+    that calls another (evaluate -> record, activations -> materialize) holds it once.
+    """
+    def decorate(method):
+        @functools.wraps(method)
+        def locked(self, *args, **kwargs):
+            with self._backend.writing(what):
+                return method(self, *args, **kwargs)
+        return locked
+    return decorate

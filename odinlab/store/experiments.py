@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from odinlab.errors import LabelError, OptionError, TestSetReuseWarning
-from odinlab.store.backend import Backend
+from odinlab.store.backend import Backend, writes
 from odinlab.store.images import ImageCatalog
 from odinlab.store.metrics import classification_metrics
 from odinlab.store.models import ModelRef, ModelRegistry
@@ -52,6 +52,7 @@ class ExperimentLog:
         """
         return self._backend.tables.read("image_sets")
 
+    @writes("record")
     def record(self, model: ModelRef, *, kind: str = "train",
                           train_images: ImageSelection = None, test_images: ImageSelection = None,
                           hyperparams: dict | None = None, metrics: dict | None = None,

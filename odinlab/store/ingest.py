@@ -20,7 +20,7 @@ from odinlab.errors import (
 )
 from odinlab.store import sources
 from odinlab.store.arrays import WRITE_ALL
-from odinlab.store.backend import Backend
+from odinlab.store.backend import Backend, writes
 from odinlab.store.images import RESERVED_COLUMNS, ROW, ImageCatalog
 from odinlab.store.pixels import content_ids, to_nchw
 
@@ -39,6 +39,7 @@ class Ingestor:
         self._backend = backend
         self._images = images
 
+    @writes("ingest")
     def ingest(self, source, labels=None, *, split=None, ids=None, metadata=None,
                classes: Sequence[str] | None = None, layout: str = "auto",
                size: tuple[int, int] | None = None, batch_size: int = 1024) -> pl.DataFrame:

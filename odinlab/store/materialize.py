@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from odinlab.errors import NotMaterializedError, OptionError
 from odinlab.store.arrays import ArraySpec, RowArray
-from odinlab.store.backend import Backend
+from odinlab.store.backend import Backend, writes
 from odinlab.store.images import ImageCatalog
 from odinlab.store.labelled import labelled
 from odinlab.store.layout import layer_path, model_root, predictions_path
@@ -41,6 +41,7 @@ class Materializer:
         self._images = images
         self._models = models
 
+    @writes("materialize")
     def materialize(self, model: ModelRef, layers=(), images: ImageSelection = None, *,
                     model_id: str | None = None, batch_size: int | str = "auto",
                     memory_budget: int | str = "2GB", dtype: str = "float16",

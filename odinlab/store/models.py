@@ -22,7 +22,7 @@ from odinlab.errors import (
     closest,
     listing,
 )
-from odinlab.store.backend import Backend
+from odinlab.store.backend import Backend, writes
 from odinlab.store.fs import check_name
 from odinlab.store.images import ImageCatalog
 from odinlab.store.layout import manifest_parts
@@ -54,6 +54,7 @@ class ModelRegistry:
         """
         return self._backend.tables.read("models")
 
+    @writes("register")
     def register(self, module: nn.Module, name: str, *, parent: ModelRef | None = None,
                  classes: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
                  hyperparams: dict | None = None, description: str | None = None) -> str:

@@ -74,14 +74,8 @@ class Store:
         self._experiments = ExperimentLog(backend, self._images, self._models)
         self._materializer = Materializer(backend, self._images, self._models)
         self.results = ResultCache(backend, self._images, self._models)  # locks its own writes
-        # Every write holds the store's writer lock (see Backend.writing). The methods are
-        # wrapped on the component instances, not only here, so that a write called from
-        # inside a component (evaluate -> record, activations -> materialize) holds it too.
-        # evaluate itself is not wrapped: its forward pass runs unlocked, its record locked.
-        _hold_lock(backend, self._ingestor, "ingest")
-        _hold_lock(backend, self._models, "register")
-        _hold_lock(backend, self._experiments, "record")
-        _hold_lock(backend, self._materializer, "materialize")
+        # Every write holds the store's writer lock: the components' writing methods are marked
+        # @writes (see Backend.writing). evaluate's forward pass runs unlocked, its record locked.
         if PENDING in backend.meta and not backend.read_only:  # an ingest was killed as it committed
             with backend.writing("settle classes"):
                 settle_classes(backend)
@@ -320,18 +314,6 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
                                        "classes": []}, indent=1).encode())
     zarr.open_group(fs.zarr_store(("arrays",)), mode="a")
     return Store(fs, lock_timeout)
-
-
-def _hold_lock(backend: Backend, component, name: str) -> None:
-    """Replace ``component.<name>`` by the same method run inside ``backend.writing(name)``."""
-    method = getattr(component, name)
-
-    @functools.wraps(method)
-    def locked(*args, **kwargs):
-        with backend.writing(name):
-            return method(*args, **kwargs)
-
-    setattr(component, name, locked)
 
 
 def _nearby_stores(fs: StoreFS, where: str) -> str:
