@@ -88,6 +88,20 @@ def _materialize(path: str, k: int, model_id: str) -> list[tuple[str, int]]:
     return report.select("array", "computed").rows()
 
 
+def _attribute_and_capture(path: str, k: int) -> int:
+    """Attribution maps and per-sample gradients of one model, half the images each, overlapping chunks."""
+    from odinlab.debug.attribution import Attributor
+    from odinlab.debug.gradients import GradientStore
+
+    store = odinlab.open_store(path)
+    module = store.load_weights(SmallCNN(1, 10, width=4), "a@1")
+    ids = store.images["image_id"].to_list()[k::2]  # interleaved: both processes write every chunk
+    _meet(Path(path).parent, "debug", k)
+    Attributor(store, "a@1", method="saliency").attribute(ids, batch_size=64, progress=False)
+    GradientStore(store, module, ["head.fc2"]).capture(ids, batch_size=64, progress=False)
+    return len(ids)
+
+
 def _hold(path: str, seconds: float) -> int:
     store = odinlab.open_store(path)
     with store._backend.writing("holding the lock for a test"):
@@ -179,6 +193,32 @@ def test_two_materializations_match_a_single_process_run(pool, tmp_path, models)
                                           reference.activations(model_id, layer).values)
     if models[0] == models[1]:  # one computed everything, the other found it done
         assert sorted(sum(n for _, n in r) for r in reports) == [0, 3 * 1797]
+
+
+def test_two_processes_writing_one_result_array_keep_each_others_rows(pool, tmp_path):
+    from odinlab.debug.attribution import Attributor
+    from odinlab.debug.gradients import GradientStore
+
+    path = str(tmp_path / "s")
+    store = odinlab.open_store(path, create=True)
+    store.ingest(odinlab.datasets.digits())
+    store.register_model(_net(1), "a")
+    assert sum(pool.starmap(_attribute_and_capture, [(path, 0), (path, 1)], chunksize=1)) == 1797
+    store = odinlab.open_store(path)
+    module = store.load_weights(SmallCNN(1, 10, width=4), "a@1")
+    saliency = Attributor(store, "a@1", method="saliency")
+    stored = store.results.find_rows("a@1", "attribution", saliency.cache_key())
+    assert stored.done_rows(np.arange(1797)).all()  # no row of one process lost by the other's writes
+    grads = GradientStore(store, module, ["head.fc2"])
+    assert grads.capture(progress=False)["computed"].to_list() == [0]  # every row was kept
+    reference = odinlab.open_store(f"memory://results-{tmp_path.name}", create=True)
+    reference.ingest(odinlab.datasets.digits())
+    reference.register_model(module, "a")
+    np.testing.assert_allclose(saliency.attribute(progress=False).values,
+                               Attributor(reference, "a@1", method="saliency").attribute(progress=False).values,
+                               rtol=1e-3, atol=1e-6)  # float16 maps, computed in other batches
+    np.testing.assert_allclose(grads.norms().values, GradientStore(reference, module, ["head.fc2"]).norms().values,
+                               rtol=1e-5)
 
 
 def test_a_writer_that_waits_too_long_is_told_who_holds_the_store(pool, tmp_path):

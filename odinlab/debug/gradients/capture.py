@@ -126,8 +126,9 @@ class LayerArrays:
             else {"prefix": grads.prefix, "suffix": grads.suffix}
         for name, part in self.parts.items():
             data = values[name].detach().cpu().numpy().astype(part.dtype, copy=False)
-            write_rows(part.values, rows, data)
-            write_rows(part.done, rows, np.ones(len(rows), bool))
+            with part.guard():  # the store's writer lock: two processes never mix rows in a chunk
+                write_rows(part.values, rows, data)
+                write_rows(part.done, rows, np.ones(len(rows), bool))
 
     def read(self, rows: np.ndarray, device=None) -> Grads:
         """The gradients of ``rows`` (any order) as a :class:`Grads` of the stored dtype."""
