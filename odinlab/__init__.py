@@ -17,4 +17,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "open_store"]
+__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "explore", "open_store"]
+
+
+def __getattr__(name: str):
+    # The explorer pulls in ipywidgets and anywidget: import them only when it is asked for.
+    if name == "explore":
+        from odinlab.widgets import explore
+
+        return explore
+    raise AttributeError(f"module 'odinlab' has no attribute {name!r}")

@@ -1,0 +1,17 @@
+"""odinlab widgets: anywidget views of a store, and the explorer that links them.
+
+Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
+``show_selection``, ``on_select``); :func:`explore` lays them out and links them through a
+:class:`~odinlab.widgets.links.SelectionHub`. Everything runs in the kernel: no server, no port.
+
+>>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
+"""
+
+from odinlab.widgets.confusion import ConfusionView
+from odinlab.widgets.detail import DetailView
+from odinlab.widgets.explorer import Explorer, explore
+from odinlab.widgets.gallery import GalleryView
+from odinlab.widgets.links import SelectionHub
+from odinlab.widgets.scatter import ScatterView
+
+__all__ = ["ConfusionView", "DetailView", "Explorer", "GalleryView", "ScatterView", "SelectionHub", "explore"]

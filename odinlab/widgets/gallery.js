@@ -1,0 +1,182 @@
+// odinlab gallery: thumbnails asked for a page at a time ({page: k}), answered with PNG buffers.
+// DOM hooks for tests: .odinlab-gallery (root), .odinlab-thumb[data-image-id][data-index],
+// .odinlab-thumb.wrong (a mistake), .odinlab-thumb.selected, .odinlab-message, .odinlab-gallery-count.
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function bitSet(mask, i) {
+  // mask: DataView or ArrayBuffer or Uint8Array of packbits(bitorder="little")
+  if (!mask) return false;
+  const bytes = mask instanceof DataView ? new Uint8Array(mask.buffer, mask.byteOffset, mask.byteLength)
+    : mask instanceof Uint8Array ? mask : new Uint8Array(mask);
+  const b = i >> 3;
+  return b < bytes.length && ((bytes[b] >> (i & 7)) & 1) === 1;
+}
+
+function fmt(x, digits = 2) {
+  return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
+}
+
+function render({ model, el: host }) {
+  const root = el("div", "odinlab-gallery");
+  host.appendChild(root);
+  const message = el("div", "odinlab-message");
+  const note = el("div", "odinlab-note");
+  const bar = el("div", "odinlab-gallery-bar");
+  const count = el("span", "odinlab-gallery-count");
+  const sortLabel = el("label", "odinlab-gallery-sortlabel", "sort by ");
+  const sort = el("select", "odinlab-gallery-sort");
+  const direction = el("button", "odinlab-gallery-direction");
+  direction.type = "button";
+  sortLabel.appendChild(sort);
+  bar.append(count, sortLabel, direction);
+  const grid = el("div", "odinlab-gallery-grid");
+  const sentinel = el("div", "odinlab-gallery-more");
+  root.append(message, note, bar, grid, sentinel);
+
+  let version = -1;          // the items' version the grid shows
+  let requested = new Set(); // pages asked for in this version
+  let loaded = 0;            // pages appended, in order
+  const pending = new Map(); // page -> {items, buffers} that arrived out of order
+  const urls = [];
+
+  function clearGrid() {
+    for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+    grid.replaceChildren();
+    requested = new Set();
+    loaded = 0;
+    pending.clear();
+  }
+
+  function pages() {
+    return Math.ceil(model.get("total") / Math.max(1, model.get("page_size")));
+  }
+
+  function ask(k) {
+    if (k >= pages() || requested.has(k)) return;
+    requested.add(k);
+    model.send({ page: k });
+  }
+
+  function paintSelection() {
+    const mask = model.get("selection_mask");
+    const clicked = model.get("clicked");
+    for (const node of grid.children) {
+      node.classList.toggle("selected", bitSet(mask, Number(node.dataset.index)));
+      node.classList.toggle("clicked", node.dataset.imageId === clicked);
+    }
+  }
+
+  function item(data, png) {
+    const node = el("div", "odinlab-thumb");
+    node.dataset.imageId = data.image_id;
+    node.dataset.index = String(data.index);
+    if (data.correct === false) node.classList.add("wrong");
+    if (data.correct === true) node.classList.add("right");
+    const img = el("img", "odinlab-thumb-img");
+    const size = model.get("thumb_size");
+    img.width = size; img.height = size;
+    img.alt = data.image_id;
+    if (png) {
+      const url = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+      urls.push(url);
+      img.src = url;
+    }
+    const caption = el("div", "odinlab-thumb-caption");
+    const label = el("span", "odinlab-thumb-label", data.label_name ?? "?");
+    const arrow = el("span", "odinlab-thumb-arrow", " → ");
+    const pred = el("span", "odinlab-thumb-pred", data.predicted_name ?? "–");
+    const conf = el("span", "odinlab-thumb-conf", ` ${fmt(data.confidence)}`);
+    caption.append(label, arrow, pred, conf);
+    node.title = `${data.image_id}\nlabel ${data.label_name ?? "?"} · predicted ${data.predicted_name ?? "–"}` +
+      `\nconfidence ${fmt(data.confidence, 3)} · margin ${fmt(data.margin, 3)} · loss ${fmt(data.loss, 3)}`;
+    node.append(img, caption);
+    node.addEventListener("click", (event) => {
+      model.send({ kind: "click", index: data.index, extend: event.ctrlKey || event.metaKey || event.shiftKey });
+    });
+    return node;
+  }
+
+  function append(content, buffers) {
+    content.items.forEach((data, i) => grid.appendChild(item(data, buffers[i])));
+    loaded += 1;
+  }
+
+  function onMessage(content, buffers) {
+    if (!content || content.kind !== "page" || content.version !== version) return;
+    pending.set(content.page, { content, buffers: buffers || [] });
+    while (pending.has(loaded)) {
+      const next = pending.get(loaded);
+      pending.delete(loaded);
+      append(next.content, next.buffers);
+    }
+    paintSelection();
+    maybeMore();
+  }
+
+  function maybeMore() {
+    // ask for the next page once the end of the grid is in sight
+    // (the root scrolls itself: the sentinel counts as near when close to the root's bottom edge)
+    const bottom = Math.min(root.getBoundingClientRect().bottom, window.innerHeight || Infinity);
+    const visible = sentinel.getBoundingClientRect().top < bottom + 300;
+    if (visible && loaded === requested.size) ask(loaded);
+  }
+
+  function update() {
+    const text = model.get("message");
+    message.textContent = text;
+    message.style.display = text ? "" : "none";
+    for (const part of [bar, grid, sentinel]) part.style.display = text ? "none" : "";
+    note.textContent = model.get("note");
+    note.style.display = model.get("note") ? "" : "none";
+    count.textContent = `${model.get("total")} images`;
+    const columns = model.get("sort_columns");
+    if (sort.options.length !== columns.length) {
+      sort.replaceChildren(...columns.map((c) => { const o = el("option", "", c); o.value = c; return o; }));
+    }
+    sort.value = model.get("sort_by");
+    direction.textContent = model.get("descending") ? "↓ high first" : "↑ low first";
+    if (model.get("version") !== version) {
+      version = model.get("version");
+      clearGrid();
+      if (!text) ask(0);
+    }
+  }
+
+  sort.addEventListener("change", () => { model.set("sort_by", sort.value); model.save_changes(); });
+  direction.addEventListener("click", () => { model.set("descending", !model.get("descending")); model.save_changes(); });
+
+  const observer = typeof IntersectionObserver !== "undefined"
+    ? new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) maybeMore(); },
+      { root, rootMargin: "300px" })
+    : null;
+  if (observer) observer.observe(sentinel);
+  const onScroll = () => maybeMore();
+  root.addEventListener("scroll", onScroll);
+
+  model.on("msg:custom", onMessage);
+  model.on("change:message", update);
+  model.on("change:note", update);
+  model.on("change:total", update);
+  model.on("change:version", update);
+  model.on("change:sort_by", update);
+  model.on("change:descending", update);
+  model.on("change:sort_columns", update);
+  model.on("change:selection_mask", paintSelection);
+  model.on("change:clicked", paintSelection);
+  update();
+
+  return () => {
+    if (observer) observer.disconnect();
+    root.removeEventListener("scroll", onScroll);
+    model.off("msg:custom", onMessage);
+    for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+  };
+}
+
+export default { render };

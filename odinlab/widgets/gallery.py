@@ -1,0 +1,296 @@
+"""The gallery: thumbnails of a selection with label, prediction and confidence, mistakes marked.
+
+Thumbnails are rendered in the kernel (``store.thumbnails``) and sent lazily, one page at a
+time: the browser asks with a custom message ``{"page": k}`` and the kernel answers with the
+page's items and one PNG buffer per item. Nothing but the page size, the sort order and the
+selection mask is kept in the widget's state, so a saved notebook stays small.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import anywidget
+import numpy as np
+import polars as pl
+import traitlets
+
+__all__ = ["GalleryView"]
+
+# Columns of ``store.predictions`` that a gallery item carries to the browser.
+ITEM_COLUMNS = ("image_id", "label", "label_name", "predicted", "predicted_name", "confidence", "margin",
+                "loss", "correct")
+NOT_SORTABLE = ("probabilities", "model_id")
+
+
+# -- small helpers shared by the views (confusion and detail import them) --------------------------
+
+def pack_mask(positions, n: int) -> bytes:
+    """A selection as bytes: bit i (little bit order) set for each position i among n items."""
+    bits = np.zeros(n, bool)
+    bits[np.asarray(list(positions), dtype=np.int64)] = True
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def unpack_mask(mask: bytes, n: int) -> np.ndarray:
+    """Positions of the set bits of a mask over n items (bits past n are ignored)."""
+    if not mask or n == 0:
+        return np.zeros(0, np.int64)
+    bits = np.unpackbits(np.frombuffer(mask, np.uint8), bitorder="little")[:n]
+    return np.flatnonzero(bits)
+
+
+def materialize_hint(model_id: str, images_text: str) -> str:
+    """The call that stores a model's predictions, as a user would type it."""
+    return f"store.materialize({model_id!r}, images={images_text})"
+
+
+def describe_images(images) -> str:
+    """How to write ``images`` back in a call: a split or SQL as a string, anything else as a name."""
+    if images is None:
+        return "None"
+    if isinstance(images, str):
+        return repr(images)
+    return "<the same images>"
+
+
+class _Callbacks:
+    """A list of callbacks called with the same arguments; one failing does not stop the rest."""
+
+    def __init__(self):
+        self._items: list[Callable] = []
+
+    def add(self, callback: Callable) -> Callable:
+        if not callable(callback):
+            raise TypeError(f"A callback must be callable, not {type(callback).__name__}.")
+        self._items.append(callback)
+        return callback
+
+    def __call__(self, *args) -> None:
+        for callback in list(self._items):
+            callback(*args)
+
+
+# -- the widget -----------------------------------------------------------------------------------------
+
+class GalleryView(anywidget.AnyWidget):
+    """Thumbnails of ``images`` with label, prediction and confidence; mistakes are marked.
+
+    ``model`` is any model reference (``"cnn@1"``, a record or a registered module); its
+    predictions must be stored (``store.materialize``). Items are sorted by ``sort_by`` (any
+    column of ``store.predictions``: loss, margin, confidence, label, predicted, a metadata
+    column...) and sent to the browser ``page_size`` at a time as ``thumb_size``-pixel PNGs.
+    Clicking a thumbnail sets ``clicked`` and calls the ``on_click`` callbacks with its id;
+    ctrl/cmd-click adds it to the gallery's selection (``selected_ids``, ``on_select``).
+
+    >>> _ = store.materialize(net, images="test", progress=False)
+    >>> gallery = GalleryView(store, "cnn@1", "test", sort_by="loss")
+    >>> loss = store.predictions("cnn@1", gallery.ids)["loss"].to_list()
+    >>> len(loss), loss == sorted(loss, reverse=True)   # every test image, hardest first
+    (270, True)
+    >>> gallery.show_selection(gallery.ids[:5])         # filter to these images
+    """
+
+    _esm = Path(__file__).with_name("gallery.js")
+    _css = Path(__file__).with_name("gallery.css")
+
+    message = traitlets.Unicode("").tag(sync=True)      # shown instead of the gallery when not empty
+    note = traitlets.Unicode("").tag(sync=True)         # shown above the gallery (a warning)
+    total = traitlets.Int(0).tag(sync=True)             # items in the gallery now
+    page_size = traitlets.Int(48).tag(sync=True)
+    thumb_size = traitlets.Int(96).tag(sync=True)
+    sort_by = traitlets.Unicode("loss").tag(sync=True)
+    descending = traitlets.Bool(True).tag(sync=True)
+    sort_columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    version = traitlets.Int(0).tag(sync=True)           # bumped when the items change: the browser re-asks
+    clicked = traitlets.Unicode("").tag(sync=True)      # the last clicked image id ("" = none)
+    selection_mask = traitlets.Bytes(b"").tag(sync=True)  # over ``ids``, little bit order
+
+    def __init__(self, store, model, images=None, *, sort_by: str = "loss", descending: bool = True,
+                 page_size: int = 48, thumb_size: int = 96, cache_size: int = 4096, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive number of thumbnails, not {page_size!r}.")
+        if not isinstance(thumb_size, int) or thumb_size < 8:
+            raise ValueError(f"thumb_size must be at least 8 pixels, not {thumb_size!r}.")
+        self.store = store
+        self.record = store.model(model)
+        self._images_text = describe_images(images)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = int(cache_size)
+        self._click_callbacks, self._select_callbacks = _Callbacks(), _Callbacks()
+        self._quiet = False  # True while Python sets the mask: no on_select (no ping-pong)
+        self._filter: list[str] | None = None
+        self._frame = self._load(images)  # every image of ``images``, prediction columns null where missing
+        columns = [c for c, t in self._frame.schema.items()
+                   if c not in NOT_SORTABLE and (t.is_numeric() or t in (pl.String, pl.Boolean))]
+        self.sort_columns = columns
+        self.page_size, self.thumb_size = page_size, thumb_size
+        if sort_by not in columns:
+            raise ValueError(f"Cannot sort the gallery by {sort_by!r}; columns: {', '.join(columns)}.")
+        with self.hold_trait_notifications():
+            self.sort_by, self.descending = sort_by, bool(descending)
+        self._order: list[str] = []
+        self._refresh()
+        self.observe(self._on_sort, names=["sort_by", "descending"])
+        self.observe(self._on_mask, names=["selection_mask"])
+        self.observe(self._on_clicked, names=["clicked"])
+        self.on_msg(self._on_message)
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    def _load(self, images) -> pl.DataFrame:
+        selection = self.store.select(images)
+        base = selection.frame.unique("image_id", maintain_order=True)
+        preds = self.store.predictions(self.record, selection).unique("image_id", maintain_order=True)
+        classes = list(self.record.classes)
+        names = pl.col("predicted").map_elements(lambda i: classes[i] if 0 <= i < len(classes) else None,
+                                                 return_dtype=pl.String)
+        preds = preds.select("image_id", "predicted", "confidence", "margin", "loss", "correct",
+                             "probabilities").with_columns(predicted_name=names)
+        frame = base.join(preds, on="image_id", how="left", maintain_order="left")
+        self._missing = base.height - preds.height
+        self._blocked = bool(base.height and preds.height == 0)
+        if self._blocked:
+            self.message = (f"{self.record.model_id} has no stored predictions for these {base.height} images. "
+                            f"Store them first: {materialize_hint(self.record.model_id, self._images_text)}")
+        elif self._missing:
+            self.note = (f"{self._missing} of the {base.height} images have no stored predictions of "
+                         f"{self.record.model_id} (shown without one); "
+                         f"{materialize_hint(self.record.model_id, self._images_text)} stores them.")
+        return frame
+
+    def _refresh(self) -> None:
+        """Filter and sort, then tell the browser to ask again from the first page."""
+        frame = self._frame
+        if self._filter is not None:
+            wanted = pl.DataFrame({"image_id": self._filter}, schema={"image_id": pl.String})
+            frame = wanted.unique("image_id", maintain_order=True).join(frame, on="image_id", how="inner",
+                                                                        maintain_order="left")
+        if self.sort_by in frame.columns:
+            frame = frame.sort(self.sort_by, descending=self.descending, nulls_last=True, maintain_order=True)
+        self._view = frame
+        self._order = frame["image_id"].to_list()
+        self._position = {image_id: i for i, image_id in enumerate(self._order)}
+        with self.hold_trait_notifications():
+            if not self._blocked:
+                self.message = "" if self._order else "no images selected"
+            self.total = len(self._order)
+            self.version += 1
+
+    def _on_sort(self, change) -> None:
+        if self.sort_by not in self.sort_columns:
+            return  # ignore a name the browser cannot have offered
+        keep = self.selected_ids
+        self._refresh()
+        self._set_mask(keep)
+
+    # -- pages --------------------------------------------------------------------------------------
+
+    def page(self, k: int) -> tuple[dict, list[bytes]]:
+        """The message and PNG buffers answering the browser's request for page ``k``."""
+        k = int(k)
+        start = k * self.page_size
+        rows = self._view.slice(start, self.page_size) if 0 <= start < len(self._order) else self._view.head(0)
+        ids = rows["image_id"].to_list()
+        items = []
+        for i, row in enumerate(rows.select([c for c in ITEM_COLUMNS if c in rows.columns]).iter_rows(named=True)):
+            row["index"] = start + i
+            for key in ("confidence", "margin", "loss"):
+                if row.get(key) is not None:
+                    row[key] = float(row[key])
+            items.append(row)
+        content = {"kind": "page", "page": k, "version": self.version, "start": start, "total": self.total,
+                   "items": items}
+        return content, self.thumbnails(ids)
+
+    def thumbnails(self, ids: list[str]) -> list[bytes]:
+        """PNG thumbnails of ``ids`` at ``thumb_size``, from a bounded cache or the store."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        if missing:
+            for image_id, png in zip(missing, self.store.thumbnails(missing, self.thumb_size), strict=True):
+                self._cache[image_id] = png
+        out = []
+        for image_id in ids:
+            self._cache.move_to_end(image_id)
+            out.append(self._cache[image_id])
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def _on_message(self, widget, content, buffers) -> None:
+        if isinstance(content, dict) and "page" in content:
+            reply, pngs = self.page(content["page"])
+            self.send(reply, buffers=pngs)
+        elif isinstance(content, dict) and content.get("kind") == "click" and "index" in content:
+            self.click(int(content["index"]), extend=bool(content.get("extend")))
+
+    # -- clicks and selection ----------------------------------------------------------------------
+
+    def click(self, index: int, *, extend: bool = False) -> None:
+        """What a click on item ``index`` does: set ``clicked`` (and the selection, or add to it)."""
+        if not 0 <= index < len(self._order):
+            return
+        image_id = self._order[index]
+        chosen = set(self.selected_ids)
+        if extend:
+            chosen ^= {image_id}
+        else:
+            chosen = {image_id}
+        self.selection_mask = pack_mask(sorted(self._position[i] for i in chosen), len(self._order))
+        if self.clicked == image_id:
+            self._click_callbacks(image_id)  # a second click on the same image still opens it
+        else:
+            self.clicked = image_id
+
+    def _on_clicked(self, change) -> None:
+        if change["new"]:
+            self._click_callbacks(change["new"])
+
+    def _on_mask(self, change) -> None:
+        if not self._quiet:
+            self._select_callbacks(self.selected_ids)
+
+    def _set_mask(self, ids) -> None:
+        self._quiet = True
+        try:
+            positions = [self._position[i] for i in ids if i in self._position]
+            self.selection_mask = pack_mask(positions, len(self._order)) if positions else b""
+        finally:
+            self._quiet = False
+
+    def on_click(self, callback: Callable[[str], None]) -> Callable:
+        """Call ``callback(image_id)`` when a thumbnail is clicked (the explorer opens the detail)."""
+        return self._click_callbacks.add(callback)
+
+    # -- the contract ---------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[str]:
+        """The image ids the gallery shows, in its order."""
+        return list(self._order)
+
+    @property
+    def selected_ids(self) -> list[str]:
+        """The ids selected in the gallery (clicked, or ctrl-clicked), in gallery order."""
+        return [self._order[i] for i in unpack_mask(self.selection_mask, len(self._order))]
+
+    def show_selection(self, ids: list[str] | None) -> None:
+        """Show only ``ids`` (None: every image again), without calling the ``on_select`` callbacks."""
+        self._filter = None if ids is None else [str(i) for i in ids]
+        self._refresh()
+        self._set_mask([])
+
+    def on_select(self, callback: Callable[[list[str]], None]) -> Callable:
+        """Call ``callback(ids)`` when the user selects thumbnails in the browser."""
+        return self._select_callbacks.add(callback)
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The gallery's items as a frame, in gallery order (prediction columns and metadata)."""
+        return self._view
+
+    def __repr__(self) -> str:
+        return f"<GalleryView {self.record.model_id}: {self.total} images by {self.sort_by}>"

@@ -1,0 +1,176 @@
+"""The embedding scatter widget, without a browser: its traits, its selection and its bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from odinlab.errors import DuplicateImageError, OdinError, OptionError, UnknownColumnError
+from odinlab.widgets.scatter import ScatterView, encode_colors
+
+
+def _view(n=10, **kwargs):
+    rng = np.random.default_rng(0)
+    ids = [f"img{i:03d}" for i in range(n)]
+    return ScatterView(rng.normal(size=n), rng.normal(size=n) * 3, ids, **kwargs), ids
+
+
+def _browser_selects(view, indices):
+    """What a lasso in the browser does: a packed little-endian mask arrives as a memoryview."""
+    bits = np.zeros(len(view.ids), dtype=bool)
+    bits[list(indices)] = True
+    view.set_state({"selection_mask": memoryview(np.packbits(bits, bitorder="little").tobytes())})
+
+
+def _changes(view, *names):
+    seen = []
+    view.observe(lambda change: seen.append(change["name"]), names=list(names))
+    return seen
+
+
+def test_points_travel_as_8_bytes_and_colors_as_1_byte_a_point():
+    view, ids = _view(1001, color=np.arange(1001) % 7)
+    assert isinstance(view.points, bytes) and len(view.points) == 8 * 1001
+    assert isinstance(view.colors, bytes) and len(view.colors) == 1001
+    assert view.sizes == b"" and view.selection_mask == b"" and view.message == ""
+    xy = np.frombuffer(view.points, dtype=np.float32).reshape(-1, 2)
+    assert np.abs(xy).max() <= 1.0 and np.isclose(np.abs(xy).max(), 0.95, atol=1e-3)
+    assert list(np.frombuffer(view.colors, np.uint8)[:8]) == [0, 1, 2, 3, 4, 5, 6, 0]
+    assert [item["label"] for item in view.legend["items"]] == [str(i) for i in range(7)]
+    assert view.ids == ids
+
+
+def test_both_axes_share_one_scale_so_the_embedding_keeps_its_shape():
+    view = ScatterView([0, 10, 5], [0, 1, 0.5], ["a", "b", "c"])
+    xy = np.frombuffer(view.points, dtype=np.float32).reshape(-1, 2)
+    assert np.allclose(xy[:, 0], [-0.95, 0.95, 0.0]) and np.allclose(xy[:, 1], [-0.095, 0.095, 0.0], atol=1e-6)
+
+
+def test_no_geometry_or_numbers_travel_as_json():
+    view, _ = _view(50, color=["a", "b"] * 25, size=np.arange(50))
+    state = view.get_state()
+    json_traits = {name: value for name, value in state.items() if not isinstance(value, (bytes, memoryview))}
+    assert "points" not in json_traits and "colors" not in json_traits and "sizes" not in json_traits
+    assert len(repr(json_traits["legend"])) < 1000
+
+
+def test_recolor_sends_colors_and_legend_but_never_the_points():
+    view, _ = _view(200, color=["x", "y"] * 100)
+    seen = _changes(view, "points", "colors", "legend", "selection_mask")
+    view.recolor(np.linspace(0, 1, 200))
+    assert "points" not in seen and seen.count("colors") == 1 and seen.count("legend") == 1
+    assert view.legend["kind"] == "continuous" and len(view.colors) == 200
+    assert np.frombuffer(view.colors, np.uint8)[[0, -1]].tolist() == [0, 255]
+
+
+def test_recolor_by_a_column_of_the_frame():
+    frame = pl.DataFrame({"image_id": ["a", "b", "c"], "x": [0.0, 1.0, 2.0], "y": [1.0, 0.0, 1.0],
+                          "label_name": ["cat", "dog", "cat"], "correct": [True, False, True]})
+    view = ScatterView.from_frame(frame, color="label_name")
+    assert view.ids == ["a", "b", "c"] and view.legend["title"] == "label_name"
+    assert [i["label"] for i in view.legend["items"]] == ["cat", "dog"]
+    seen = _changes(view, "points")
+    view.recolor("correct")
+    assert seen == [] and view.legend["title"] == "correct"
+    assert np.frombuffer(view.colors, np.uint8).tolist() == [1, 0, 1]
+
+
+def test_a_browser_selection_arrives_as_a_bitmask_and_becomes_ids():
+    view, ids = _view(21)
+    got = []
+    view.on_select(got.append)
+    _browser_selects(view, [0, 7, 8, 20])
+    assert got == [[ids[0], ids[7], ids[8], ids[20]]]
+    assert view.selected_ids == [ids[0], ids[7], ids[8], ids[20]]
+    assert len(view.selection_mask) == 3  # ceil(21 / 8)
+    view.set_state({"selection_mask": memoryview(b"")})  # cleared in the browser
+    assert got[-1] == [] and view.selected_ids == []
+
+
+def test_show_selection_round_trips_through_the_mask_without_calling_callbacks():
+    view, ids = _view(100)
+    got = []
+    view.on_select(got.append)
+    view.show_selection([ids[3], ids[99], "not-a-point"])
+    assert got == [] and view.selected_ids == [ids[3], ids[99]]
+    bits = np.unpackbits(np.frombuffer(view.selection_mask, np.uint8), bitorder="little", count=100)
+    assert np.flatnonzero(bits).tolist() == [3, 99]
+    view.show_selection(None)
+    assert got == [] and view.selected_ids == [] and view.selection_mask == b""
+
+
+def test_a_selection_of_a_million_points_stays_small():
+    n = 1_000_000
+    view = ScatterView(np.arange(n, dtype=float), np.zeros(n), [str(i) for i in range(n)])
+    view.show_selection([str(i) for i in range(0, n, 2)])
+    assert len(view.selection_mask) == n // 8 and len(view.selected_ids) == n // 2
+
+
+def test_on_select_callbacks_can_be_removed():
+    view, ids = _view(8)
+    got = []
+    view.on_select(got.append)
+    view.on_select(got.append, remove=True)
+    _browser_selects(view, [1])
+    assert got == [] and view.selected_ids == [ids[1]]
+
+
+def test_nothing_to_show_gives_a_message_in_the_widget():
+    assert ScatterView([], [], []).message == "No points to show: the selection is empty."
+    assert "No points" in ScatterView().message
+    empty = pl.DataFrame({"image_id": [], "x": [], "y": []}, schema={"image_id": pl.String, "x": pl.Float64,
+                                                                  "y": pl.Float64})
+    view = ScatterView.from_frame(empty)
+    assert view.message and view.ids == [] and view.selected_ids == [] and view.points == b""
+    view.show_selection(["a"])
+    view.recolor([])
+    assert view.selected_ids == []
+
+
+def test_inconsistent_input_is_a_clear_error_at_construction():
+    with pytest.raises(OptionError, match="x has 3 values and y has 2"):
+        ScatterView([1, 2, 3], [1, 2], ["a", "b", "c"])
+    with pytest.raises(OptionError, match="ids has 2 values but there are 3 points"):
+        ScatterView([1, 2, 3], [1, 2, 3], ["a", "b"])
+    with pytest.raises(OptionError, match="color has 2 values but the scatter has 3 points"):
+        ScatterView([1, 2, 3], [1, 2, 3], ["a", "b", "c"], color=[1, 2])
+    with pytest.raises(OptionError, match="1 points have a NaN"):
+        ScatterView([1, np.nan, 3], [1, 2, 3], ["a", "b", "c"])
+    with pytest.raises(DuplicateImageError, match="'a' appears more than once"):
+        ScatterView([1, 2], [1, 2], ["a", "a"])
+    with pytest.raises(OptionError, match="must hold numbers"):
+        ScatterView(["p", "q"], [1, 2], ["a", "b"])
+    frame = pl.DataFrame({"image_id": ["a"], "x": [0.0], "y": [0.0], "label_name": ["cat"]})
+    with pytest.raises(UnknownColumnError, match="Did you mean: label_name"):
+        ScatterView.from_frame(frame, color="label_nam")
+    with pytest.raises(UnknownColumnError, match="no column 'y'"):
+        ScatterView.from_frame(frame.drop("y"))
+    with pytest.raises(OdinError, match="not built from a frame"):
+        ScatterView([0], [0], ["a"]).recolor("label")
+
+
+def test_categorical_colors_name_classes_and_cap_the_number_of_categories():
+    codes, legend = encode_colors([2, 0, 2, None], 4, legend=["zero", "one", "two"], title="label")
+    assert list(codes) == [1, 0, 1, 2]
+    assert [i["label"] for i in legend["items"]] == ["zero", "two", "(missing)"]
+    assert [i["count"] for i in legend["items"]] == [1, 2, 1]
+    values = [f"c{i}" for i in range(300)] + ["c0"] * 5
+    codes, legend = encode_colors(values, len(values))
+    assert len(legend["items"]) == 256 and legend["items"][-1]["label"] == "other"
+    assert len(set(legend["colors"][:-1])) == 255 and max(codes) == 255
+
+
+def test_sizes_travel_as_one_byte_a_point():
+    view, _ = _view(5, size=[0.0, 0.25, 0.5, 1.0, np.nan])
+    assert np.frombuffer(view.sizes, np.uint8).tolist() == [0, 64, 128, 255, 0]
+
+
+def test_the_widget_files_sit_beside_the_module_and_have_the_dom_hooks():
+    view, _ = _view(3)
+    js = Path(view._esm).read_text() if isinstance(view._esm, Path) else str(view._esm)
+    css = Path(view._css).read_text() if isinstance(view._css, Path) else str(view._css)
+    for hook in ("odinlab-scatter", "odinlab-legend", "odinlab-message", "selection_mask"):
+        assert hook in js
+    assert ".odinlab-scatter" in css and ".odinlab-legend" in css
+    assert "import(" not in js and "from\"http" not in js.replace(" ", "")  # no network imports
