@@ -1,31 +1,13 @@
 """ConfusionView: cell and header clicks resolve to exactly their images, highlights, bad input."""
 
-import uuid
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-import odinlab
 from odinlab.debug import error_analysis as ea
-from odinlab.nets import SmallCNN
-from odinlab.training import fit
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.gallery import unpack_mask
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://confusion-{uuid.uuid4().hex}", create=True)
-    store.ingest(odinlab.datasets.digits())
-    net = SmallCNN(1, 10, width=4)
-    fit(net, store, "train", epochs=2, progress=False)
-    store.register_model(net, "cnn")
-    store.materialize(net, images="test", progress=False)
-    store.register_model(SmallCNN(1, 10, width=4), "other")
-    return store
 
 
 @pytest.fixture(scope="module")

@@ -1,29 +1,12 @@
 """DetailView: the image, top-k of each model, metadata, the two buttons, bad input."""
 
-import uuid
 
 import numpy as np
 import pytest
-import torch
 
 import odinlab
-from odinlab.nets import SmallCNN
 from odinlab.sampling import Embedding
-from odinlab.training import fit
 from odinlab.widgets.detail import DetailView
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://detail-{uuid.uuid4().hex}", create=True)
-    store.ingest(odinlab.datasets.digits())
-    net = SmallCNN(1, 10, width=4)
-    fit(net, store, "train", epochs=2, progress=False)
-    store.register_model(net, "cnn")
-    store.materialize(net, ["head.fc1"], images="test", progress=False)
-    store.register_model(SmallCNN(1, 10, width=4), "other")
-    return store
 
 
 @pytest.fixture(scope="module")

@@ -1,32 +1,11 @@
 """GalleryView: pages in sort order, PNG pages on request, clicks, filtering, bad input."""
 
-import uuid
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-import odinlab
-from odinlab.nets import SmallCNN
-from odinlab.training import fit
 from odinlab.widgets.gallery import GalleryView, pack_mask, unpack_mask
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """Digits, a tiny CNN trained briefly (plenty of mistakes) with test predictions stored, and a
-    second version without stored predictions."""
-    torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://gallery-{uuid.uuid4().hex}", create=True)
-    store.ingest(odinlab.datasets.digits())
-    net = SmallCNN(1, 10, width=4)
-    fit(net, store, "train", epochs=2, progress=False)
-    store.register_model(net, "cnn")
-    store.materialize(net, images="test", progress=False)
-    other = SmallCNN(1, 10, width=4)
-    store.register_model(other, "other")
-    return store
 
 
 def _answer(gallery, page):
