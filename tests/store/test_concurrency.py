@@ -221,23 +221,11 @@ def test_two_processes_writing_one_result_array_keep_each_others_rows(pool, tmp_
                                rtol=1e-5)
 
 
-def test_a_writer_that_waits_too_long_is_told_who_holds_the_store(pool, tmp_path):
+def test_a_writer_that_waits_too_long_is_told_who_holds_the_store(pool, tmp_path, busy_then_free):
     path = str(tmp_path / "s")
     odinlab.open_store(path, create=True)
     holding = pool.apply_async(_hold, (path, 3.0))
-    flag = tmp_path / "held"
-    while not flag.exists():
-        time.sleep(0.01)
-    pid = flag.read_text()
-    store = odinlab.open_store(path, lock_timeout=0.3)
-    started = time.monotonic()
-    with pytest.raises(odinlab.StoreBusyError, match=rf"held by pid {pid} on host .* since .*holding the lock"):
-        store.ingest(np.zeros((1, 8, 8), np.uint8), labels=[0])
-    assert time.monotonic() - started < 2.5
-    assert store.refresh().images.height == 0  # nothing written
-    assert holding.get(timeout=30) == int(pid)
-    store.lock_timeout = 30
-    assert store.ingest(np.zeros((1, 8, 8), np.uint8), labels=[0]).height == 1
+    busy_then_free(path, holding, tmp_path / "held", "holding the lock")
 
 
 # -- the lock's rules, in one process -------------------------------------------------------------

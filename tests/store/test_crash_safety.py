@@ -106,18 +106,10 @@ STALL = textwrap.dedent("""
 """)
 
 
-def _kill_at(path, phase):
-    child = subprocess.Popen([sys.executable, "-c", STALL, str(path), phase],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "stalled", child.stderr.read()
-    finally:
-        child.kill()
-        child.wait()
 
 
-def test_a_killed_first_ingest_fixes_neither_the_image_shape_nor_anything_else(tmp_path):
-    _kill_at(tmp_path / "store", "first")
+def test_a_killed_first_ingest_fixes_neither_the_image_shape_nor_anything_else(tmp_path, stall_then_kill):
+    stall_then_kill(STALL, tmp_path / "store", "first")
     store = odinlab.open_store(tmp_path / "store")
     assert store.images.height == 0 and store.classes == []
     # Other images than the killed ingest's (8×8 grey, not 3×16×16) are welcome.
@@ -134,20 +126,20 @@ def _with_two_classes(path):
     return store
 
 
-def test_a_kill_before_the_images_table_is_saved_keeps_the_classes(tmp_path):
+def test_a_kill_before_the_images_table_is_saved_keeps_the_classes(tmp_path, stall_then_kill):
     before = _with_two_classes(tmp_path / "store").images
-    _kill_at(tmp_path / "store", "before-table")
+    stall_then_kill(STALL, tmp_path / "store", "before-table")
     store = odinlab.open_store(tmp_path / "store")
     assert store.classes == ["a", "b"] and store.images.equals(before)
     store.ingest(np.zeros((1, 8, 8), np.uint8), labels=[1], ids=["later"])  # the next ingest settles it
     assert store.classes == ["a", "b"] and "pending_classes" not in store._backend.meta
 
 
-def test_a_kill_after_the_images_table_is_saved_keeps_its_classes(tmp_path):
+def test_a_kill_after_the_images_table_is_saved_keeps_its_classes(tmp_path, stall_then_kill):
     from odinlab.store.ingest import settle_classes
 
     _with_two_classes(tmp_path / "store")
-    _kill_at(tmp_path / "store", "after-table")
+    stall_then_kill(STALL, tmp_path / "store", "after-table")
     store = odinlab.open_store(tmp_path / "store")
     assert store.images.height == 70  # committed: its labels are class 2, whose name is pending
     settle_classes(store._backend)  # what the next ingest (or opening for writing) runs first

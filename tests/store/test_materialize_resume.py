@@ -1,7 +1,5 @@
 """Materialization killed halfway resumes where it stopped, with the same result."""
 
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -38,15 +36,9 @@ def _make_store(path):
     return store, net
 
 
-def test_killed_materialize_resumes_missing_batches_only_with_identical_result(tmp_path):
+def test_killed_materialize_resumes_missing_batches_only_with_identical_result(tmp_path, stall_then_kill):
     store, net = _make_store(tmp_path / "interrupted")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "interrupted")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "stalled", child.stderr.read()
-    finally:
-        child.kill()
-        child.wait()
+    stall_then_kill(CHILD, tmp_path / "interrupted")
 
     resumed = odinlab.open_store(tmp_path / "interrupted", create=True)
     done = resumed.materialized("cnn@1")["images"].to_list()
