@@ -2,8 +2,12 @@
 
 Points travel to the browser as binary buffers, never as JSON lists of numbers:
 
-- ``points``: float32 x, y interleaved (8 bytes a point), normalized to [-1, 1] with one scale for both
-  axes (the embedding's shape is kept);
+- the geometry is not a synced trait (a saved notebook would carry it): the browser asks for it with a
+  ``{"type": "ready"}`` message when it renders, and Python answers ``{"type": "points", "n": n}`` with
+  one buffer of uint16 x, y interleaved (4 bytes a point), normalized to [-1, 1] with one scale for both
+  axes (the embedding's shape is kept). 65,536 steps across the plot are 0.015 px of a 1000-px canvas:
+  invisible even zoomed 50x. A second view or a re-render asks again; a saved notebook without a kernel
+  shows "Run the cell to see the points";
 - ``colors``: one uint8 a point, the category index of a categorical color, or the value quantized to
   0..255 of a continuous one; ``legend`` (a small dict) says which, with the colors and their labels;
 - ``sizes``: one uint8 a point (empty when every point has the same size);
@@ -14,7 +18,7 @@ A re-color sends ``colors`` and ``legend`` only; a selection sends ``selection_m
 
 >>> view = ScatterView([0.0, 1.0, 2.0], [0.0, 1.0, 0.5], ["a", "b", "c"], color=["cat", "dog", "cat"])
 >>> len(view.points), len(view.colors), [item["label"] for item in view.legend["items"]]
-(24, 3, ['cat', 'dog'])
+(12, 3, ['cat', 'dog'])
 >>> view.show_selection(["b", "c"]); view.selected_ids
 ['b', 'c']
 >>> ScatterView([], [], []).message
@@ -208,6 +212,16 @@ def normalize_points(x: np.ndarray, y: np.ndarray, padding: float = 0.95) -> byt
     return out.tobytes()
 
 
+def quantize_points(xy: bytes) -> bytes:
+    """float32 x, y in [-1, 1] as uint16 (0 is -1, 65535 is 1): 4 bytes a point instead of 8.
+
+    >>> np.frombuffer(quantize_points(np.array([-1, 0, 1, 0.5], np.float32).tobytes()), np.uint16)
+    array([    0, 32768, 65535, 49151], dtype=uint16)
+    """
+    values = np.frombuffer(xy, dtype=np.float32)
+    return np.rint((np.clip(values, -1, 1) + 1) * 32767.5).astype(np.uint16).tobytes()
+
+
 def _bytes_from_json(value: Any, widget: Any) -> bytes:
     # binary buffers from the browser arrive as memoryviews, which a Bytes trait refuses
     return b"" if value is None else bytes(value)
@@ -229,7 +243,6 @@ class ScatterView(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("scatter.js")
     _css = Path(__file__).with_name("scatter.css")
 
-    points = traitlets.Bytes(b"").tag(sync=True, from_json=_bytes_from_json)
     colors = traitlets.Bytes(b"").tag(sync=True, from_json=_bytes_from_json)
     sizes = traitlets.Bytes(b"").tag(sync=True, from_json=_bytes_from_json)
     legend = traitlets.Dict().tag(sync=True)
@@ -249,6 +262,8 @@ class ScatterView(anywidget.AnyWidget):
         self._index: dict[str, int] | None = None
         self._frame: pl.DataFrame | None = None
         self._ids: list[str] = []
+        self.points = b""  # uint16 x, y interleaved; sent on the browser's request, never synced
+        self.on_msg(self._on_browser_message)
         if x is None and y is None and ids is None:
             self.message = "No points to show: give x, y and ids, or a frame with image_id, x and y."
             return
@@ -274,8 +289,8 @@ class ScatterView(anywidget.AnyWidget):
         self._ids = id_list
         codes, legend_state = encode_colors(color, len(xs), legend, title, color_kind)
         size_bytes = self._encode_sizes(size, len(xs))
+        self.points = quantize_points(normalize_points(xs, ys))
         with self.hold_sync():
-            self.points = normalize_points(xs, ys)
             self.colors = codes
             self.legend = legend_state
             self.sizes = size_bytes
@@ -322,6 +337,11 @@ class ScatterView(anywidget.AnyWidget):
         codes = np.zeros(n, dtype=np.uint8)
         codes[finite] = np.rint((values[finite] - lo) / (hi - lo if hi > lo else 1.0) * 255).astype(np.uint8)
         return codes.tobytes()
+
+    def _on_browser_message(self, widget: Any, content: Any, buffers: list) -> None:
+        # a view rendered (or rendered again): answer with the geometry as one binary buffer
+        if isinstance(content, Mapping) and content.get("type") == "ready":
+            self.send({"type": "points", "n": len(self._ids)}, buffers=[self.points])
 
     # -- the view contract ---------------------------------------------------------------------
 

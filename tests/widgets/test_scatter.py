@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from odinlab.errors import DuplicateImageError, OdinError, OptionError, UnknownColumnError
-from odinlab.widgets.scatter import ScatterView, encode_colors
+from odinlab.widgets.scatter import ScatterView, encode_colors, normalize_points
 
 
 def _view(n=10, **kwargs):
@@ -23,18 +23,30 @@ def _browser_selects(view, indices):
     view.set_state({"selection_mask": memoryview(np.packbits(bits, bitorder="little").tobytes())})
 
 
+def _decoded(view):
+    """What the browser draws: uint16 x, y back in [-1, 1]."""
+    return np.frombuffer(view.points, dtype=np.uint16).reshape(-1, 2) * (2 / 65535) - 1
+
+
+def _sent(view):
+    """Messages the widget sends to the browser: (content, buffers)."""
+    sent = []
+    view.send = lambda content, buffers=None: sent.append((content, buffers or []))
+    return sent
+
+
 def _changes(view, *names):
     seen = []
     view.observe(lambda change: seen.append(change["name"]), names=list(names))
     return seen
 
 
-def test_points_travel_as_8_bytes_and_colors_as_1_byte_a_point():
+def test_points_are_uint16_4_bytes_and_colors_1_byte_a_point():
     view, ids = _view(1001, color=np.arange(1001) % 7)
-    assert isinstance(view.points, bytes) and len(view.points) == 8 * 1001
+    assert isinstance(view.points, bytes) and len(view.points) == 4 * 1001
     assert isinstance(view.colors, bytes) and len(view.colors) == 1001
     assert view.sizes == b"" and view.selection_mask == b"" and view.message == ""
-    xy = np.frombuffer(view.points, dtype=np.float32).reshape(-1, 2)
+    xy = _decoded(view)
     assert np.abs(xy).max() <= 1.0 and np.isclose(np.abs(xy).max(), 0.95, atol=1e-3)
     assert list(np.frombuffer(view.colors, np.uint8)[:8]) == [0, 1, 2, 3, 4, 5, 6, 0]
     assert [item["label"] for item in view.legend["items"]] == [str(i) for i in range(7)]
@@ -43,8 +55,9 @@ def test_points_travel_as_8_bytes_and_colors_as_1_byte_a_point():
 
 def test_both_axes_share_one_scale_so_the_embedding_keeps_its_shape():
     view = ScatterView([0, 10, 5], [0, 1, 0.5], ["a", "b", "c"])
-    xy = np.frombuffer(view.points, dtype=np.float32).reshape(-1, 2)
-    assert np.allclose(xy[:, 0], [-0.95, 0.95, 0.0]) and np.allclose(xy[:, 1], [-0.095, 0.095, 0.0], atol=1e-6)
+    xy = _decoded(view)
+    assert np.allclose(xy[:, 0], [-0.95, 0.95, 0.0], atol=1e-4)
+    assert np.allclose(xy[:, 1], [-0.095, 0.095, 0.0], atol=1e-4)
 
 
 def test_no_geometry_or_numbers_travel_as_json():
@@ -55,11 +68,34 @@ def test_no_geometry_or_numbers_travel_as_json():
     assert len(repr(json_traits["legend"])) < 1000
 
 
+def test_the_geometry_is_never_in_the_widget_state_but_answers_each_ready_message():
+    view, _ = _view(300, color=["a", "b", "c"] * 100)
+    state = view.get_state()
+    assert "points" not in state and sum(len(v) for v in state.values() if isinstance(v, bytes)) == 300
+    sent = _sent(view)
+    for _ in range(2):  # a second view of the same widget asks again
+        view._handle_custom_msg({"type": "ready"}, [])
+    assert [content for content, _ in sent] == [{"type": "points", "n": 300}] * 2
+    assert all(buffers == [view.points] and len(buffers[0]) == 4 * 300 for _, buffers in sent)
+    view._handle_custom_msg({"type": "something else"}, [])
+    assert len(sent) == 2
+
+
+def test_uint16_geometry_is_finer_than_a_pixel_of_a_zoomed_canvas():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=5000), rng.uniform(-7, 3, size=5000)
+    view = ScatterView(x, y, [str(i) for i in range(5000)])
+    exact = np.frombuffer(normalize_points(x, y), np.float32).reshape(-1, 2)
+    # 1000 px across [-1, 1] zoomed 50x: 25,000 px for 2 units; the error stays under a pixel
+    assert np.abs(_decoded(view) - exact).max() * 25_000 / 2 < 1
+
+
 def test_recolor_sends_colors_and_legend_but_never_the_points():
     view, _ = _view(200, color=["x", "y"] * 100)
     seen = _changes(view, "points", "colors", "legend", "selection_mask")
+    sent = _sent(view)
     view.recolor(np.linspace(0, 1, 200))
-    assert "points" not in seen and seen.count("colors") == 1 and seen.count("legend") == 1
+    assert sent == [] and "points" not in seen and seen.count("colors") == 1 and seen.count("legend") == 1
     assert view.legend["kind"] == "continuous" and len(view.colors) == 200
     assert np.frombuffer(view.colors, np.uint8)[[0, -1]].tolist() == [0, 255]
 

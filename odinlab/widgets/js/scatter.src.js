@@ -1,7 +1,10 @@
 // odinlab's embedding scatter: an anywidget ESM over regl-scatterplot.
 // Build: cd odinlab/widgets/js && npm ci && node build.mjs   (writes ../scatter.js)
 //
-// Traits (see scatter.py): points (float32 x,y interleaved in [-1, 1]), colors (uint8 a point),
+// Geometry is not a trait: on render the view sends {type: 'ready'} and Python answers
+// {type: 'points', n} with one buffer of uint16 x,y interleaved (0 = -1, 65535 = 1); without a kernel
+// (a saved notebook) the view says "Run the cell to see the points".
+// Traits (see scatter.py): colors (uint8 a point),
 // sizes (uint8 a point or empty), legend ({kind, title, items, colors, min, max}), selection_mask
 // (packbits little-endian over the points, empty = none), message, height, point_size, hovered.
 //
@@ -17,13 +20,6 @@ const asBytes = (value) => {
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   return new Uint8Array(0);
-};
-
-const asFloat32 = (value) => {
-  const bytes = asBytes(value);
-  const n = Math.floor(bytes.byteLength / 4);
-  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
-  return new Float32Array(bytes.slice(0, n * 4).buffer);
 };
 
 export const maskToIndices = (mask, n) => {
@@ -97,6 +93,7 @@ function render({ model, el: host }) {
   let ys = new Float32Array(0);
   let codes = new Uint8Array(0);
   let selected = [];
+  let geometry = null; // Uint16Array of x,y from the kernel, null until it answers
   let settingMask = false;
   let chain = Promise.resolve();
   let drawQueued = false;
@@ -262,7 +259,12 @@ function render({ model, el: host }) {
     return enqueue(async () => {
       drawQueued = false;
       const text = model.get('message');
-      const flat = asFloat32(model.get('points'));
+      if (!text && !geometry) {
+        showMessage('Run the cell to see the points (they come from the kernel, not the saved notebook).');
+        root.dataset.drawn = 'false';
+        return;
+      }
+      const flat = geometry || new Uint16Array(0);
       n = Math.floor(flat.length / 2);
       root.dataset.points = String(n);
       if (text || n === 0) {
@@ -274,9 +276,10 @@ function render({ model, el: host }) {
       showMessage('');
       xs = new Float32Array(n);
       ys = new Float32Array(n);
+      const step = 2 / 65535;
       for (let i = 0; i < n; i++) {
-        xs[i] = flat[2 * i];
-        ys[i] = flat[2 * i + 1];
+        xs[i] = flat[2 * i] * step - 1;
+        ys[i] = flat[2 * i + 1] * step - 1;
       }
       codes = asBytes(model.get('colors'));
       if (codes.length !== n) codes = new Uint8Array(n);
@@ -358,9 +361,15 @@ function render({ model, el: host }) {
   const observer = new ResizeObserver(() => resize());
   observer.observe(plot);
 
-  const onPoints = () => drawAll();
+  const onCustom = (msg, buffers) => {
+    if (!msg || msg.type !== 'points') return;
+    const bytes = asBytes(buffers && buffers[0]);
+    // copy to an aligned buffer: a DataView of a websocket frame may start at an odd offset
+    geometry = new Uint16Array(bytes.slice(0, Math.floor(bytes.byteLength / 2) * 2).buffer);
+    drawAll();
+  };
   const onMessage = () => drawAll();
-  model.on('change:points', onPoints);
+  model.on('msg:custom', onCustom);
   model.on('change:message', onMessage);
   model.on('change:colors', recolor);
   model.on('change:legend', recolor);
@@ -372,10 +381,11 @@ function render({ model, el: host }) {
   applyHeight();
   setMode('panZoom');
   drawAll().then(() => setMode(root.dataset.mode));
+  model.send({ type: 'ready' }); // ask the kernel for the geometry (each view, each render)
 
   return () => {
     observer.disconnect();
-    model.off('change:points', onPoints);
+    model.off('msg:custom', onCustom);
     model.off('change:message', onMessage);
     model.off('change:colors', recolor);
     model.off('change:legend', recolor);
