@@ -5,13 +5,18 @@ Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
 :class:`~odinlab.widgets.links.SelectionHub`. Everything runs in the kernel: no server, no port.
 
 >>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
+>>> from odinlab.widgets import ClusterView, PairsView, EstimateView
 """
 
+from odinlab.widgets.clusters import ClusterView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.detail import DetailView
+from odinlab.widgets.estimate import EstimateView
 from odinlab.widgets.explorer import Explorer, explore
-from odinlab.widgets.gallery import GalleryView
+from odinlab.widgets.gallery import GalleryView, ThumbnailCache
 from odinlab.widgets.links import SelectionHub
+from odinlab.widgets.pairs import PairsView
 from odinlab.widgets.scatter import ScatterView
 
-__all__ = ["ConfusionView", "DetailView", "Explorer", "GalleryView", "ScatterView", "SelectionHub", "explore"]
+__all__ = ["ClusterView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
+           "ScatterView", "SelectionHub", "ThumbnailCache", "explore"]

@@ -1,4 +1,5 @@
-"""The explorer: the embedding scatter, gallery, confusion matrix and image detail, linked.
+"""The explorer: the embedding scatter, gallery, confusion matrix, image detail, error clusters and
+boundary pairs, linked.
 
 ``explore(store, "cnn@1", layer="head.fc1", images="test", color="correct")`` returns an
 :class:`Explorer`. A selection made in any view filters or highlights the others (through a
@@ -6,6 +7,11 @@
 ``explorer.selected()`` the same images as a polars frame with prediction columns and metadata,
 ``explorer.select(...)`` sets the selection from Python, and ``explorer.observe(callback)`` runs
 code on every new selection. A click on a thumbnail opens the image in the detail view.
+
+The decision boundary is drawn on the scatter on request: ``explorer.show_boundary_sample(size)``
+(the sample's points sized by inclusion probability) and ``explorer.show_between_classes(a, b)``
+(points between two classes' regions, in their predicted class's color);
+``explorer.estimate_top_units(label)`` shows a sampled estimate beside the exact answer.
 
 Bad input never gives a blank widget: the explorer shows a message that names the problem and
 the fix (and keeps it in ``explorer.message``):
@@ -20,6 +26,7 @@ store.materialize('cnn@1', ['head.fc1'], images='test')
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,13 +34,22 @@ import numpy as np
 import polars as pl
 
 from odinlab.errors import NotMaterializedError, OdinError, OptionError, SelectionError
+from odinlab.widgets.clusters import ClusterView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.detail import DetailView
-from odinlab.widgets.gallery import GalleryView
+from odinlab.widgets.estimate import EstimateView
+from odinlab.widgets.gallery import GalleryView, ThumbnailCache
 from odinlab.widgets.links import SelectionHub
+from odinlab.widgets.pairs import PairsView
 from odinlab.widgets.scatter import ScatterView
 
-VIEWS = ("scatter", "gallery", "confusion", "detail")
+# The layout's order: two columns, so scatter | gallery, confusion | detail, clusters | pairs.
+VIEWS = ("scatter", "gallery", "confusion", "detail", "clusters", "pairs")
+CARD_THUMB = 64  # pixels of the thumbnails on the clusters' and pairs' cards
+# Overlays the explorer draws on the scatter (names shown in its legend).
+SAMPLE_OVERLAY = "boundary sample"
+SAMPLE_COLOR = "#111111"
+ALL_UNITS = 1 << 30  # a k larger than any layer: top_units then scores every unit
 # Columns the scatter can be colored by besides the metadata columns.
 COLOR_COLUMNS = ("label", "predicted", "correct", "confidence", "margin", "loss")
 PREDICTION_COLUMNS = ("predicted", "confidence", "margin", "loss", "correct", "probabilities")
@@ -50,7 +66,8 @@ def scatter_view(explorer: Explorer):
 
 def gallery_view(explorer: Explorer):
     """Thumbnails of the selection (every image while nothing is selected), hardest first."""
-    return GalleryView(explorer.store, explorer.model_id, explorer.images, sort_by="loss")
+    return GalleryView(explorer.store, explorer.model_id, explorer.images, sort_by="loss",
+                       thumbnails=explorer.thumbnails(96))
 
 
 def confusion_view(explorer: Explorer):
@@ -64,8 +81,21 @@ def detail_view(explorer: Explorer):
     return DetailView(explorer.store, explorer.model_id, embedding=explorer.embedding)
 
 
+def clusters_view(explorer: Explorer):
+    """The clusters of the model's mistakes in the explorer's layer; a click selects a cluster."""
+    return ClusterView(explorer.store, explorer.record, explorer.layer, explorer.images,
+                       thumb_size=CARD_THUMB, thumbnails=explorer.thumbnails(CARD_THUMB))
+
+
+def pairs_view(explorer: Explorer):
+    """The closest pairs across a decision boundary in the explorer's embedding; a click selects both."""
+    return PairsView(explorer.store, explorer.record, explorer.embedding, n=20,
+                     thumb_size=CARD_THUMB, thumbnails=explorer.thumbnails(CARD_THUMB))
+
+
 DEFAULT_VIEWS: dict[str, ViewFactory] = {"scatter": scatter_view, "gallery": gallery_view,
-                                         "confusion": confusion_view, "detail": detail_view}
+                                         "confusion": confusion_view, "detail": detail_view,
+                                         "clusters": clusters_view, "pairs": pairs_view}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -122,16 +152,17 @@ class Explorer:
     """Linked views of one model's predictions on one image set; see :func:`explore`.
 
     ``views`` replaces the default views: a mapping from a name (``scatter``, ``gallery``,
-    ``confusion``, ``detail``, or a new one) to a factory ``f(explorer) -> view`` (a view follows
-    the contract of ``odinlab/widgets``: ``ids``, ``selected_ids``, ``show_selection``,
-    ``on_select``); None drops a view. ``embedding`` holds keyword arguments of
+    ``confusion``, ``detail``, ``clusters``, ``pairs``, or a new one) to a factory
+    ``f(explorer) -> view`` (a view follows the contract of ``odinlab/widgets``: ``ids``,
+    ``selected_ids``, ``show_selection``, ``on_select``); None drops a view. ``embedding`` holds keyword arguments of
     :class:`odinlab.sampling.Embedding` (``reducer="pca"``, ``seed=1``...).
 
     Attributes: ``store``, ``record`` and ``model_id``, ``layer``, ``color``, ``images`` (the
     :class:`~odinlab.Selection` explored, each image once), ``frame`` (one row per image: image_id,
     x, y, prediction columns, label and metadata), ``views`` ({name: view}), ``hub`` (the
     :class:`~odinlab.widgets.links.SelectionHub`), ``widget`` (the ipywidgets layout), and
-    ``message``/``error`` when it could not be built (None otherwise).
+    ``message``/``error`` when it could not be built (None otherwise), ``boundary_sample`` (the
+    last Sample drawn by :meth:`show_boundary_sample`, None before).
     """
 
     def __init__(self, store, model, layer: str = "head.fc1", images: Any = "test", color: str = "correct", *,
@@ -146,6 +177,9 @@ class Explorer:
         self.message: str | None = None
         self.error: Exception | None = None
         self.note: str | None = None  # shown above the views (e.g. some predictions missing)
+        self._thumbnails: dict[int, ThumbnailCache] = {}
+        self.boundary_sample = None
+        self._rows: dict[str, int] | None = None
         factories = dict(DEFAULT_VIEWS)
         factories.update(views or {})
         try:
@@ -247,6 +281,27 @@ class Explorer:
         gallery = self.views.get("gallery")
         if gallery is not None and callable(getattr(gallery, "on_click", None)):
             gallery.on_click(self.open)
+        scatter = self.views.get("scatter")
+        if scatter is not None and callable(getattr(scatter, "set_hover", None)):
+            scatter.set_hover(self.hover)
+
+    def thumbnails(self, size: int) -> ThumbnailCache:
+        """The explorer's cache of ``size``-pixel thumbnails, shared by its views (rendered once)."""
+        if size not in self._thumbnails:
+            self._thumbnails[size] = ThumbnailCache(self.store, size)
+        return self._thumbnails[size]
+
+    def hover(self, image_id: str) -> tuple[bytes, str]:
+        """The scatter's hover: the image's thumbnail and "label 3 · predicted 5 (0.82)"."""
+        if self._rows is None:
+            self._rows = {image_id: i for i, image_id in enumerate(self.frame["image_id"].to_list())}
+        png = self.thumbnails(96)([image_id])[0]
+        if image_id not in self._rows:
+            return png, str(image_id)
+        row = self.frame.row(self._rows[image_id], named=True)
+        predicted = "no prediction" if row.get("predicted_name") is None else \
+            f"predicted {row['predicted_name']} ({row['confidence']:.2f})"
+        return png, f"label {row.get('label_name') or '?'} · {predicted}"
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -304,6 +359,133 @@ class Explorer:
         if scatter is not None and callable(getattr(scatter, "recolor", None)):
             scatter.recolor(self.frame[column], legend=self.legend(column), title=column)
 
+    # -- the decision boundary ---------------------------------------------------------------------
+
+    def show_boundary_sample(self, size: float = 0.1, **options):
+        """Draw :func:`odinlab.sampling.boundary_sample` of the explored images on the scatter, each
+        point sized by its inclusion probability, and return the :class:`~odinlab.sampling.Sample`.
+
+        ``options`` go to ``boundary_sample`` (``regions=``, ``boost=``, ``seed=``...).
+
+        >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
+        >>> explorer = explore(store, "cnn@1", images="test", embedding={"reducer": "pca"}, progress=False)
+        >>> sample = explorer.show_boundary_sample(120, seed=0)  # 0.1 of 270 test images is too few
+        >>> len(sample), sample.design
+        (120, 'boundary')
+        """
+        self._check_built()
+        from odinlab.sampling import boundary_sample
+
+        sample = boundary_sample(self.store, self.record, size, self.images, embedding=self.embedding, **options)
+        points = sample.frame().join(self.frame.select("image_id", "x", "y"), on="image_id", how="left",
+                                     maintain_order="left")
+        labels = [f"{i} · sampled with π={p:.3f} (stands for {w:.1f} images)"
+                  for i, p, w in points.select("image_id", "pi", "weight").iter_rows()]
+        self._overlay(SAMPLE_OVERLAY, points["x"], points["y"], color=SAMPLE_COLOR, size=points["pi"].to_numpy(),
+                      labels=labels)
+        self.boundary_sample = sample
+        return sample
+
+    def show_between_classes(self, a, b, steps: int = 7, *, module=None) -> pl.DataFrame:
+        """Draw :func:`odinlab.sampling.between_classes` on the scatter: ``steps`` points on the
+        line from class ``a``'s region to ``b``'s, each in its predicted class's color (the
+        scatter's colors for that class) and labelled "t=0.50 → predicted 5 (p=0.71)".
+
+        ``module`` is the network (default: the one this session holds for the model, see
+        ``store.module``). Returns the points (t, x, y, predicted, predicted_name, p_a, p_b, text).
+
+        >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
+        >>> explorer = explore(store, "cnn@1", images="test", embedding={"reducer": "pca"}, progress=False)
+        >>> a, b = explorer.frame["predicted_name"].value_counts(sort=True)["predicted_name"][:2]  # predicted ones
+        >>> explorer.show_between_classes(a, b, steps=3)["t"].to_list()
+        [0.0, 0.5, 1.0]
+        """
+        self._check_built()
+        from odinlab.sampling import between_classes
+
+        points = between_classes(self.embedding, a, b, steps=steps, module=module)
+        classes = list(self.record.classes)
+        colors = self.class_colors()
+        ends = {self._class_index(a): "p_a", self._class_index(b): "p_b"}
+        names, texts = [], []
+        for row in points.iter_rows(named=True):
+            name = classes[row["predicted"]]
+            p = row.get("p_predicted", row.get(ends.get(row["predicted"], ""), None))
+            chance = f"p={p:.2f}" if p is not None else f"p_{a}={row['p_a']:.2f}, p_{b}={row['p_b']:.2f}"
+            names.append(name)
+            texts.append(f"t={row['t']:.2f} → predicted {name} ({chance})")
+        points = points.with_columns(predicted_name=pl.Series(names, dtype=pl.String),
+                                     text=pl.Series(texts, dtype=pl.String))
+        self._overlay(f"between {classes[self._class_index(a)]} and {classes[self._class_index(b)]}",
+                      points["x"], points["y"], color=[colors[i] for i in points["predicted"].to_list()],
+                      size=None, labels=texts)
+        return points
+
+    def class_colors(self) -> dict[int, str]:
+        """Class index -> the color the scatter gives that class when colored by label or predicted
+        (by the explorer's color column when it is one of them, else by label).
+
+        >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
+        >>> explore(store, "cnn@1", embedding={"reducer": "pca"}, progress=False).class_colors()[0]
+        '#1f77b4'
+        """
+        from odinlab.widgets.scatter import encode_colors, palette
+
+        classes = list(self.record.classes)
+        column = self.color if self.color in ("label", "predicted") else "label"
+        _, legend = encode_colors(self.frame[column], self.frame.height, classes, column)
+        by_name = {item["label"]: item["color"] for item in legend.get("items", [])}
+        # a class absent from the column has no color on the scatter: give it one no class has there
+        spare = iter(c for c in palette(2 * len(classes) + 1) if c not in set(by_name.values()))
+        return {i: by_name[name] if name in by_name else next(spare) for i, name in enumerate(classes)}
+
+    def estimate_top_units(self, label, size: float = 0.1, k: int = 10, *, sample=None, module=None,
+                           **sample_options) -> EstimateView:
+        """The top ``k`` units of class ``label`` in the explorer's layer estimated from a boundary
+        sample (``size``, or ``sample=`` given) with their intervals, beside the exact scores over
+        every explored image: an :class:`~odinlab.widgets.estimate.EstimateView` (display it).
+
+        >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
+        >>> explorer = explore(store, "cnn@1", images="test", embedding={"reducer": "pca"}, progress=False)
+        >>> explorer.estimate_top_units("3", size=120, k=5).summary
+        '... of 5 exact values lie inside their intervals.'
+        """
+        self._check_built()
+        from odinlab.sampling import boundary_sample, top_units
+
+        if sample is None:
+            sample = boundary_sample(self.store, self.record, size, self.images, embedding=self.embedding,
+                                     **sample_options)
+        estimate = top_units(self.store, self.record, self.layer, value=label, k=k, sample=sample, module=module)
+        # every unit's exact score (top_units keeps min(k, units)), so each estimated unit finds its own
+        exact = top_units(self.store, self.record, self.layer, self.images, value=label, k=ALL_UNITS, module=module)
+        return EstimateView(estimate, exact, "score", title=f"Top {k} units of class {label} in {self.layer}: "
+                            f"estimated from {len(sample)} sampled images, exact from all {len(self.images)}")
+
+    def clear_overlays(self, name: str | None = None) -> None:
+        """Remove the overlay ``name`` from the scatter ("boundary sample", "between 3 and 5"), or all.
+
+        >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
+        >>> explore(store, "cnn@1", embedding={"reducer": "pca"}, progress=False).clear_overlays()
+        """
+        scatter = self.views.get("scatter")
+        if scatter is not None and callable(getattr(scatter, "clear_overlay", None)):
+            scatter.clear_overlay(name)
+
+    def _class_index(self, value) -> int:
+        classes = list(self.record.classes)
+        return classes.index(str(value)) if str(value) in classes else int(value)
+
+    def _overlay(self, name: str, x, y, **options) -> None:
+        scatter = self.views.get("scatter")
+        if scatter is None:
+            return  # no scatter to draw on: the caller still gets the numbers
+        if not callable(getattr(scatter, "set_overlay", None)):  # a user's own scatter: the numbers still return
+            warnings.warn(f"The scatter view ({type(scatter).__name__}) cannot draw the {name!r} overlay: it has no "
+                          "set_overlay(name, x, y, ...) method.", stacklevel=3)
+            return
+        scatter.set_overlay(name, np.asarray(x, np.float64), np.asarray(y, np.float64), **options)
+
     def _check_built(self) -> None:
         if self.hub is None:
             raise type(self.error)(self.message) if isinstance(self.error, OdinError) else \
@@ -355,7 +537,10 @@ class Explorer:
 
     def _show_status(self, ids: list[str]) -> None:
         n = len(ids)
-        text = "nothing selected" if n == 0 else f"{n} of {len(self.images)} images selected"
+        if n == 0 and self.hub.selection is not None:  # a selection that matched nothing
+            text = "No images selected: the selection is empty"
+        else:
+            text = "nothing selected" if n == 0 else f"{n} of {len(self.images)} images selected"
         self._status.value = (f'<span class="odinlab-explorer-count" data-selected="{n}">{text}</span>'
                               " — explorer.selection, explorer.selected()")
 
@@ -377,7 +562,8 @@ class Explorer:
 def explore(store, model, layer: str = "head.fc1", images: Any = "test", color: str = "correct", **options) -> Explorer:
     """Linked views of ``model`` on ``images``: the embedding scatter of ``layer`` colored by
     ``color`` (label, predicted, correct, confidence, margin, loss or a metadata column), a
-    gallery of the selection, the confusion matrix and the detail of a clicked image.
+    gallery of the selection, the confusion matrix, the detail of a clicked image, the clusters
+    of the model's mistakes and the closest pairs across a decision boundary.
 
     ``options`` go to :class:`Explorer` (``views=``, ``embedding=``, ``progress=``). Display
     the result in a notebook cell; read ``explorer.selection`` / ``explorer.selected()``.

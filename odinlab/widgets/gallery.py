@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import traitlets
 
-__all__ = ["GalleryView"]
+__all__ = ["GalleryView", "ThumbnailCache"]
 
 # Columns of ``store.predictions`` that a gallery item carries to the browser.
 ITEM_COLUMNS = ("image_id", "label", "label_name", "predicted", "predicted_name", "confidence", "margin",
@@ -54,6 +54,44 @@ def describe_images(images) -> str:
     if isinstance(images, str):
         return repr(images)
     return "<the same images>"
+
+
+class ThumbnailCache:
+    """PNG thumbnails of a store's images at one size, rendered by ``store.thumbnails`` and kept
+    in a bounded cache (least recently used dropped first). The explorer shares one between the
+    gallery, the error clusters, the boundary pairs and the scatter's hover, so an image is
+    rendered once.
+
+    >>> cache = ThumbnailCache(store, size=32)
+    >>> [png[:4] for png in cache(["digits-0000", "digits-0000"])]
+    [b'\\x89PNG', b'\\x89PNG']
+    >>> len(cache)
+    1
+    """
+
+    def __init__(self, store, size: int = 96, capacity: int = 4096):
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"A thumbnail size must be at least 8 pixels, not {size!r}.")
+        self.store, self.size, self.capacity = store, size, int(capacity)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+
+    def __call__(self, ids) -> list[bytes]:
+        """PNGs of ``ids``, in order (the missing ones rendered in one call to the store)."""
+        ids = [str(i) for i in ids]
+        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        if missing:
+            for image_id, png in zip(missing, self.store.thumbnails(missing, self.size), strict=True):
+                self._cache[image_id] = png
+        out = []
+        for image_id in ids:
+            self._cache.move_to_end(image_id)
+            out.append(self._cache[image_id])
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 class _Callbacks:
@@ -109,7 +147,8 @@ class GalleryView(anywidget.AnyWidget):
     selection_mask = traitlets.Bytes(b"").tag(sync=True)  # over ``ids``, little bit order
 
     def __init__(self, store, model, images=None, *, sort_by: str = "loss", descending: bool = True,
-                 page_size: int = 48, thumb_size: int = 96, cache_size: int = 4096, **kwargs):
+                 page_size: int = 48, thumb_size: int = 96, cache_size: int = 4096,
+                 thumbnails: ThumbnailCache | None = None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be a positive number of thumbnails, not {page_size!r}.")
@@ -118,8 +157,9 @@ class GalleryView(anywidget.AnyWidget):
         self.store = store
         self.record = store.model(model)
         self._images_text = describe_images(images)
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
-        self._cache_size = int(cache_size)
+        # a shared cache of the same size is reused (the explorer's); otherwise the gallery's own
+        self._thumbs = thumbnails if thumbnails is not None and thumbnails.size == thumb_size else \
+            ThumbnailCache(store, thumb_size, cache_size)
         self._click_callbacks, self._select_callbacks = _Callbacks(), _Callbacks()
         self._quiet = False  # True while Python sets the mask: no on_select (no ping-pong)
         self._filter: list[str] | None = None
@@ -208,17 +248,7 @@ class GalleryView(anywidget.AnyWidget):
 
     def thumbnails(self, ids: list[str]) -> list[bytes]:
         """PNG thumbnails of ``ids`` at ``thumb_size``, from a bounded cache or the store."""
-        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
-        if missing:
-            for image_id, png in zip(missing, self.store.thumbnails(missing, self.thumb_size), strict=True):
-                self._cache[image_id] = png
-        out = []
-        for image_id in ids:
-            self._cache.move_to_end(image_id)
-            out.append(self._cache[image_id])
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return out
+        return self._thumbs(ids)
 
     def _on_message(self, widget, content, buffers) -> None:
         if isinstance(content, dict) and "page" in content:

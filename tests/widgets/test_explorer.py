@@ -9,6 +9,7 @@ import importlib
 import uuid
 
 import ipywidgets as widgets
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -59,6 +60,23 @@ class FakeView(widgets.HTML):
             callback(list(ids))
 
 
+class FakeScatter(FakeView):
+    """A scatter that records its overlays and hover provider (the API of ScatterView)."""
+
+    def __init__(self, ids):
+        super().__init__(ids)
+        self.drawn, self.provider = {}, None
+
+    def set_overlay(self, name, x, y, *, color=None, size=None, labels=None):
+        self.drawn[name] = {"x": list(x), "y": list(y), "color": color, "size": size, "labels": labels}
+
+    def set_hover(self, provider):
+        self.provider = provider
+
+    def clear_overlay(self, name=None):
+        self.drawn = {} if name is None else {k: v for k, v in self.drawn.items() if k != name}
+
+
 class FakeGallery(FakeView):
     def __init__(self, ids):
         super().__init__(ids)
@@ -86,10 +104,12 @@ class FakeDetail(widgets.HTML):
 
 
 def fake_views():
-    return {"scatter": lambda ex: FakeView(ex.frame["image_id"]),
+    return {"scatter": lambda ex: FakeScatter(ex.frame["image_id"]),
             "gallery": lambda ex: FakeGallery(ex.images.ids),
             "confusion": lambda ex: FakeView(ex.images.ids),
-            "detail": lambda ex: FakeDetail()}
+            "detail": lambda ex: FakeDetail(),
+            "clusters": lambda ex: FakeView(ex.images.ids[:10]),
+            "pairs": lambda ex: FakeView(ex.images.ids[:4])}
 
 
 @pytest.fixture
@@ -111,7 +131,7 @@ def _text(widget) -> str:
 def test_builds_and_lays_out_the_views(explorer, digits):
     test_ids = digits.select("test").ids
     assert explorer.message is None and explorer.error is None
-    assert list(explorer.views) == ["scatter", "gallery", "confusion", "detail"]
+    assert list(explorer.views) == ["scatter", "gallery", "confusion", "detail", "clusters", "pairs"]
     assert explorer.images.ids == test_ids and explorer.frame["image_id"].to_list() == test_ids
     assert explorer.views["scatter"].ids == test_ids
     inside = list(_widgets(explorer.widget))
@@ -247,7 +267,7 @@ def test_a_failing_view_gets_its_message_and_the_others_still_work(digits):
 def test_views_can_be_dropped_or_added(digits):
     views = {**fake_views(), "detail": None, "extra": lambda ex: FakeView(ex.images.ids)}
     ex = Explorer(digits, "cnn@1", views=views, **FAST)
-    assert list(ex.views) == ["scatter", "gallery", "confusion", "extra"]
+    assert list(ex.views) == ["scatter", "gallery", "confusion", "clusters", "pairs", "extra"]
     ex.select(digits.select("test").ids[:1])
     assert ex.views["extra"].shown == [digits.select("test").ids[:1]]
     ex.open("digits-0002")  # no detail: nothing to open, no error
@@ -260,11 +280,12 @@ def _real(*names):
     return pytest.mark.skipif(bool(missing), reason=f"views not written yet: {', '.join(missing)}")
 
 
-@_real("scatter", "gallery", "confusion", "detail")
-def test_explore_builds_the_four_real_views_with_consistent_ids(digits):
+@_real("scatter", "gallery", "confusion", "detail", "clusters", "pairs")
+def test_explore_builds_the_six_real_views_with_consistent_ids(digits):
     ex = explore(digits, "cnn@1", layer="head.fc1", images="test", color="correct", **FAST)
     assert ex.message is None, ex.message
-    assert set(ex.views) == {"scatter", "gallery", "confusion", "detail"} and ex.view_errors == {}
+    assert set(ex.views) == {"scatter", "gallery", "confusion", "detail", "clusters", "pairs"}
+    assert ex.view_errors == {}
     test_ids = digits.select("test").ids
     scatter, gallery, confusion = ex.views["scatter"], ex.views["gallery"], ex.views["confusion"]
     assert scatter.ids == test_ids
@@ -317,3 +338,114 @@ def test_a_real_gallery_click_opens_the_real_detail(digits):
     gallery.click(0)  # what a click on the first thumbnail does
     assert detail.image_id == first and detail.image[:4] == b"\x89PNG"
     assert ex.selection == [first]  # the clicked image is also selected (the gallery's selection)
+
+
+# -- misclassified exemplars and the decision boundary -------------------------------------------------
+
+def _predicted_classes(digits, n=2):
+    """The ``n`` classes the model predicts most often on the test images (between_classes needs them)."""
+    preds = digits.predictions("cnn@1", "test")
+    return [str(c) for c in preds.group_by("predicted").len().sort("len", descending=True)["predicted"][:n]]
+
+
+def test_the_scatter_hover_shows_the_thumbnail_label_and_prediction(explorer, digits):
+    provider = explorer.views["scatter"].provider
+    image_id = digits.select("test").ids[0]
+    png, caption = provider(image_id)
+    row = digits.predictions("cnn@1", [image_id]).row(0, named=True)
+    assert png[:4] == b"\x89PNG"
+    assert caption == f"label {row['label_name']} · predicted {row['predicted']} ({row['confidence']:.2f})"
+
+
+def test_the_boundary_sample_is_drawn_sized_by_inclusion_probability(explorer):
+    sample = explorer.show_boundary_sample(120, seed=0)
+    drawn = explorer.views["scatter"].drawn["boundary sample"]
+    assert len(sample) == 120 and list(drawn["size"]) == list(sample.pi)
+    at = explorer.frame.select("image_id", "x", "y").filter(pl.col("image_id").is_in(sample.image_ids.implode()))
+    where = dict(zip(at["image_id"], zip(at["x"], at["y"])))
+    assert [where[i] for i in sample.image_ids] == list(zip(drawn["x"], drawn["y"]))
+    assert all("π=" in text for text in drawn["labels"])
+    explorer.clear_overlays("boundary sample")
+    assert "boundary sample" not in explorer.views["scatter"].drawn
+
+
+def test_a_too_small_boundary_sample_is_a_clear_error(explorer):
+    from odinlab.errors import SampleSizeError
+
+    with pytest.raises(SampleSizeError, match="ask for a larger sample"):
+        explorer.show_boundary_sample(5)
+
+
+def test_between_classes_points_take_their_predicted_class_color(explorer, digits):
+    a, b = _predicted_classes(digits)
+    points = explorer.show_between_classes(a, b, steps=5)
+    drawn = explorer.views["scatter"].drawn[f"between {a} and {b}"]
+    colors = explorer.class_colors()
+    assert points["t"].to_list() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert drawn["color"] == [colors[p] for p in points["predicted"]]
+    first = points.row(0, named=True)
+    assert drawn["labels"][0] == first["text"]
+    assert first["text"].startswith(f"t=0.00 → predicted {first['predicted_name']} (p=")
+
+
+def test_class_colors_are_the_scatters_colors_when_colored_by_class(digits):
+    from odinlab.widgets.scatter import ScatterView
+
+    ex = Explorer(digits, "cnn@1", color="predicted", views={**fake_views(), "scatter": None}, **FAST)
+    legend = ScatterView.from_frame(ex.frame, color="predicted", legend=ex.legend("predicted")).legend
+    colors = ex.class_colors()
+    for item in legend["items"]:
+        assert colors[list(ex.record.classes).index(item["label"])] == item["color"]
+    assert len(set(colors.values())) == len(colors)  # classes nobody predicts still get a color of their own
+
+
+def test_estimate_top_units_puts_the_exact_scores_beside_the_estimates(explorer):
+    view = explorer.estimate_top_units("3", size=150, k=4)
+    assert len(view.rows) == 4 and all(r["exact"] is not None and r["lower"] is not None for r in view.rows)
+    assert "150 sampled images" in view.title and view.summary.endswith("lie inside their intervals.")
+
+
+def test_an_empty_selection_is_said_so(explorer):
+    explorer.select("label = 99")
+    assert explorer.selection == [] and "No images selected" in _text(explorer.widget)
+    explorer.select(None)
+    assert "nothing selected" in _text(explorer.widget)
+
+
+@_real("scatter", "gallery", "confusion", "clusters", "pairs")
+def test_a_cluster_or_pair_click_selects_its_images_in_every_view(digits):
+    ex = explore(digits, "cnn@1", images="test", **FAST)
+    clusters, pairs, gallery, scatter = (ex.views[k] for k in ("clusters", "pairs", "gallery", "scatter"))
+    assert {"odinlab-explorer-clusters", "odinlab-explorer-pairs"} <= {
+        c for w in _widgets(ex.widget) for c in getattr(w, "_dom_classes", ())}
+    clusters.click(0)
+    members = sorted(clusters.selected_ids)
+    assert sorted(ex.selection) == members == sorted(gallery.ids) == sorted(scatter.selected_ids)
+    assert np.frombuffer(pairs.shown, np.uint8).sum() == sum(i in members for i in pairs.ids)
+    pairs.click(0)
+    assert ex.selection == pairs.selected_ids and clusters.chosen == -1
+    ex.select("label = 99")
+    assert gallery.message == "no images selected" and clusters.shown_total == 0 and pairs.shown_total == 0
+
+
+@_real("scatter", "gallery", "confusion", "clusters", "pairs")
+def test_the_real_views_say_what_is_wrong_in_their_place(digits):
+    right = digits.predictions("cnn@1", "test").filter(pl.col("correct"))["image_id"].to_list()[:30]
+    ex = explore(digits, "cnn@1", images=right, **FAST)
+    assert ex.message is None and "makes no mistakes" in ex.views["clusters"].message
+
+
+def _scatter_has(*methods):
+    from odinlab.widgets.scatter import ScatterView
+
+    missing = [m for m in methods if not hasattr(ScatterView, m)]
+    return pytest.mark.skipif(bool(missing), reason=f"ScatterView lacks {', '.join(missing)} (helper B's API)")
+
+
+@_scatter_has("set_overlay", "set_hover", "overlays")
+def test_the_real_scatter_gets_the_overlays_and_the_hover(digits):
+    ex = explore(digits, "cnn@1", images="test", views={"detail": None, "clusters": None, "pairs": None}, **FAST)
+    a, b = _predicted_classes(digits)
+    ex.show_boundary_sample(120, seed=0)
+    ex.show_between_classes(a, b, steps=3)
+    assert {"boundary sample", f"between {a} and {b}"} <= set(ex.views["scatter"].overlays)
