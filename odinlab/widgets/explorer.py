@@ -520,7 +520,10 @@ class Explorer:
                 slot = message_widget(f"The {name} view cannot be shown: {self.view_errors[name]}", "view-error")
             else:
                 continue
-            box = widgets.Box([slot], layout=widgets.Layout(min_width="0", overflow="auto"))
+            # the view fills its grid cell and may shrink below its content's width: without this a
+            # view that sizes itself from its parent (the scatter's canvas) can widen the cell forever
+            slot.layout.flex, slot.layout.min_width, slot.layout.width = "1 1 0%", "0", "100%"
+            box = widgets.Box([slot], layout=widgets.Layout(min_width="0", width="100%", overflow="auto"))
             box.add_class("odinlab-explorer-slot")
             box.add_class(f"odinlab-explorer-{name}")
             slots.append(box)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+# appended, not inserted first: at sys.path[0] this folder would shadow the next folder's conftest
+# (pytest imports each folder's conftest.py as the module 'conftest')
+sys.path.append(str(Path(__file__).parent))
 import lab  # noqa: E402
 from explorer_notebook import build_store  # noqa: E402
 
