@@ -74,7 +74,8 @@ def between_classes(embedding, a, b, *, steps: int = 7, module=None, model=None)
     The ends are the median embedding coordinates of the images predicted as each class;
     every point is inverse-transformed and run through the network from the embedded layer
     on (:meth:`Embedding.predict`, with ``module`` or the session's module). Columns: t (0 at
-    ``a``, 1 at ``b``), x, y, predicted, p_a, p_b. ``model=`` is the old name of ``module=``.
+    ``a``, 1 at ``b``), x, y, predicted, p (its probability), p_a, p_b. ``model=`` is the old
+    name of ``module=``.
 
     >>> _ = store.materialize(net, images="val", progress=False)
     >>> emb = odinlab.sampling.Embedding(store, "cnn@1", "head.fc1", reducer="pca", progress=False).fit("val")
@@ -98,7 +99,8 @@ def between_classes(embedding, a, b, *, steps: int = 7, module=None, model=None)
     points = ends[0][None, :] * (1 - t[:, None]) + ends[1][None, :] * t[:, None]
     probs = embedding.predict(points, module=module)
     return pl.DataFrame({"t": t, "x": points[:, 0], "y": points[:, 1] if points.shape[1] > 1 else 0.0,
-                         "predicted": probs.argmax(axis=1), "p_a": probs[:, ia], "p_b": probs[:, ib]})
+                         "predicted": probs.argmax(axis=1), "p": probs.max(axis=1), "p_a": probs[:, ia],
+                         "p_b": probs[:, ib]})
 
 
 def _class_index(classes: tuple[str, ...], value) -> int:

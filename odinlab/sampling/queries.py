@@ -87,9 +87,10 @@ def class_means(store, model, layer: str, images: ImageSelection = None, *, by: 
 
 
 def top_units(store, model, layer: str, images: ImageSelection = None, *, by: str = "label", value=None,
-              k: int = 10, sample: Sample | None = None, level: float = 0.95, module=None, keep: bool = True,
-              pool: int | None = None) -> pl.DataFrame:
-    """The ``k`` units that best separate each value of ``by`` (or one ``value``) from the rest.
+              k: int | None = 10, sample: Sample | None = None, level: float = 0.95, module=None,
+              keep: bool = True, pool: int | None = None) -> pl.DataFrame:
+    """The ``k`` units that best separate each value of ``by`` (or one ``value``) from the rest
+    (``k=None``: every unit, ranked).
 
     The score is ``|AUC − 0.5| · 2`` of the unit's activation for that value against all
     others (weighted by ``1/π`` from a sample, with a linearized standard error), as in
@@ -101,8 +102,8 @@ def top_units(store, model, layer: str, images: ImageSelection = None, *, by: st
     >>> top["rank"].to_list(), top["label_name"].unique().to_list()
     ([1, 2, 3], ['3'])
     """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise OptionError(f"k must be a positive int, not {k!r}.")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1):
+        raise OptionError(f"k must be a positive int (or None for every unit), not {k!r}.")
     record = store.model(model)
     selection, design = _rows(store, sample, images)
     groups = _groups(store, record, selection, by)
@@ -113,7 +114,7 @@ def top_units(store, model, layer: str, images: ImageSelection = None, *, by: st
     for d in wanted:
         auc, se = domain_auc(acts, groups.codes == d, design, valid=groups.codes >= 0)
         score, score_se = np.abs(auc - 0.5) * 2, 2 * se
-        order = np.argsort(-score, kind="stable")[: min(int(k), len(score))]
+        order = np.argsort(-score, kind="stable")[: len(score) if k is None else min(int(k), len(score))]
         frames.append(groups.frame(np.full(len(order), d)).hstack(pl.DataFrame({
             "rank": np.arange(1, len(order) + 1), "unit": order, "score": score[order], "se": score_se[order],
             "lower": score[order] - z * score_se[order], "upper": score[order] + z * score_se[order],

@@ -62,7 +62,7 @@ def estimate_rows(estimate: pl.DataFrame, exact: pl.DataFrame | None = None, val
             raise UnknownColumnError(f"The {name} frame has no column {value!r}.{closest(value, frame.columns)} "
                                      f"Columns: {listing(frame.columns)}; pass value=<the column to show>.")
     key = list(key) if key is not None else _key(estimate, exact, value)
-    frame = estimate.with_row_index("_row")
+    frame = estimate.with_row_index("position")
     if exact is not None:
         if not key:
             raise UnknownColumnError("The estimate and the exact frames share no key column to match rows on; "

@@ -133,6 +133,9 @@ def test_predict_restores_the_mode_and_removes_its_hook(digits_store, fitted):
     np.testing.assert_allclose(probs, emb.predict(emb.embedding_[:5]), atol=1e-6)  # the session's module
     line = between_classes(emb, "0", "1", steps=3, module=net)
     assert line["t"].to_list() == [0.0, 0.5, 1.0]
+    ends = emb.predict(line.select("x", "y").to_numpy(), module=net)  # p is the predicted class's probability
+    np.testing.assert_allclose(line["p"].to_numpy(), ends.max(axis=1), atol=1e-6)
+    assert line["predicted"].to_list() == ends.argmax(axis=1).tolist()
     with pytest.warns(DeprecationWarning, match="module="):
         old = between_classes(emb, "0", "1", steps=3, model=net)
     assert old.equals(line)

@@ -109,6 +109,9 @@ def test_exact_mode_equals_a_direct_computation(digits_store):
     np.testing.assert_allclose(top["auc"].to_numpy(), aucs, atol=1e-6)
     assert top["score"].is_sorted(descending=True)
     assert top["label"].unique().to_list() == [3] and top["label_name"].unique().to_list() == ["3"]
+    every = top_units(store, "cnn@1", "head.fc1", "val", value=3, k=None)  # k=None: every unit, ranked
+    assert every.height == acts.shape[1] and sorted(every["unit"].to_list()) == list(range(acts.shape[1]))
+    assert every.head(top.height)["unit"].to_list() == top["unit"].to_list()
 
     preds = store.predictions("cnn@1", "val")
     predicted = preds["predicted"].to_numpy()
