@@ -425,8 +425,25 @@ def test_a_selection_made_in_python_shows_in_the_browser(session):
     page.wait_for_selector(f".odinlab-explorer-count[data-selected='{len(expected)}']", timeout=30 * SECONDS)
 
 
+def test_bad_input_shows_its_message_and_fix_in_the_notebook(session):
+    page = session.page
+    before = page.locator(".odinlab-explorer-message").count()
+    lab.run_cell_text(page, "from IPython.display import display\n"
+                      "for bad in (dict(layer='head.fc3'), dict(images='train'), dict(images='SELECT image_id FROM images WHERE label = 99')):\n"
+                      "    display(odinlab.explore(store, 'cnn', progress=False, **bad))")
+    page.wait_for_function("(n) => document.querySelectorAll('.odinlab-explorer-message').length >= n",
+                           arg=before + 3, timeout=30 * SECONDS)
+    texts = page.locator(".odinlab-explorer-message").all_inner_texts()[before:]
+    unknown_layer, no_predictions, empty = texts
+    assert "Unknown layer 'head.fc3'" in unknown_layer and "head.fc1" in unknown_layer  # the close name
+    assert "no stored predictions" in no_predictions
+    assert "store.materialize('cnn@1', ['head.fc1'], images='train')" in no_predictions
+    assert "is empty" in empty and "label = 99" in empty and "Splits in the store: test, train, val" in empty
+
+
 VIEWS_TO_SHOOT = {"explorer": ".odinlab-explorer", "scatter": SCATTER, "gallery": GALLERY,
-                  "confusion": ".odinlab-confusion", "detail": ".odinlab-detail"}
+                  "confusion": ".odinlab-confusion", "detail": ".odinlab-detail",
+                  "clusters": ".odinlab-explorer-clusters", "pairs": ".odinlab-explorer-pairs"}
 
 
 def test_screenshots_of_every_view_are_saved(session, artifacts):
