@@ -80,22 +80,17 @@ class BoundaryViews:
         return points
 
     def class_colors(self) -> dict[int, str]:
-        """Class index -> the color the scatter gives that class when colored by label or predicted
-        (by the explorer's color column when it is one of them, else by label).
+        """Class index -> the color the scatter gives that class when colored by label or by
+        predicted (the same for both, whichever classes are present).
 
         >>> _ = store.materialize(net, ["head.fc1"], images="test", progress=False)
         >>> odinlab.explore(store, "cnn@1", embedding={"reducer": "pca"}, progress=False).class_colors()[0]
         '#1f77b4'
         """
-        from odinlab.widgets.scatter import encode_colors, palette
+        from odinlab.widgets.colors import class_color
 
-        classes = list(self.record.classes)
-        column = self.color if self.color in ("label", "predicted") else "label"
-        _, legend = encode_colors(self.frame[column], self.frame.height, classes, column)
-        by_name = {item["label"]: item["color"] for item in legend.get("items", [])}
-        # a class absent from the column has no color on the scatter: give it one no class has there
-        spare = iter(c for c in palette(2 * len(classes) + 1) if c not in set(by_name.values()))
-        return {i: by_name[name] if name in by_name else next(spare) for i, name in enumerate(classes)}
+        n = len(self.record.classes)
+        return {k: class_color(k, n) for k in range(n)}
 
     def estimate_top_units(self, label, size: float = 0.1, k: int = 10, *, sample=None, module=None,
                            **sample_options) -> EstimateView:

@@ -50,6 +50,8 @@ CARD_THUMB = 64  # pixels of the thumbnails on the clusters' and pairs' cards
 COLOR_COLUMNS = ("label", "predicted", "correct", "confidence", "margin", "loss")
 PREDICTION_COLUMNS = ("predicted", "confidence", "margin", "loss", "correct", "probabilities")
 
+CORRECT_COLOR, MISTAKE_COLOR = "#9db4cc", "#d62728"
+
 ViewFactory = Callable[["Explorer"], Any]
 
 
@@ -262,8 +264,8 @@ class Explorer(BoundaryViews):
         """Legend names of a color column: class names for label and predicted, words for correct."""
         if column in ("label", "predicted"):
             return list(self.record.classes)
-        if column == "correct":
-            return {True: "correct", False: "mistake"}
+        if column == "correct":  # mistakes in red, what the eye should find first
+            return {True: ("correct", CORRECT_COLOR), False: ("mistake", MISTAKE_COLOR)}
         return None
 
     def _link(self) -> None:

@@ -16,6 +16,16 @@ Points travel to the browser as binary buffers, never as JSON lists of numbers:
 
 A re-color sends ``colors`` and ``legend`` only; a selection sends ``selection_mask`` only.
 
+Class colors are fixed: integer class indices named by class names (``legend=classes``) give class
+``k`` the color :func:`class_color` ``(k, len(classes))`` whatever classes are present, so coloring by
+label and by prediction agree, and overlays can use the same colors.
+
+Hover (``set_hover(provider)``): the browser asks ``{"type": "hover", "index": i}`` for the point
+under the mouse (debounced) and Python answers with ``provider(image_id)``'s image as a buffer and
+its caption. Overlays (``set_overlay(name, x, y, ...)``): extra marks in the points' data
+coordinates, drawn above the points, never selectable; each travels as float32 bytes in the
+``overlay_data`` trait.
+
 >>> view = ScatterView([0.0, 1.0, 2.0], [0.0, 1.0, 0.5], ["a", "b", "c"], color=["cat", "dog", "cat"])
 >>> len(view.points), len(view.colors), [item["label"] for item in view.legend["items"]]
 (12, 3, ['cat', 'dog'])
@@ -23,12 +33,13 @@ A re-color sends ``colors`` and ``legend`` only; a selection sends ``selection_m
 ['b', 'c']
 >>> ScatterView([], [], []).message
 'No points to show: the selection is empty.'
+>>> view.set_overlay("centre", [1.0], [0.5], labels=["the middle"]); view.overlays
+{'centre': 1}
 """
 
 from __future__ import annotations
 
-import colorsys
-import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,161 +50,13 @@ import polars as pl
 import traitlets
 
 from odinlab.errors import DuplicateImageError, OptionError, UnknownColumnError, closest, listing
+from odinlab.widgets.colors import MAX_CATEGORIES, _float_array, class_color, encode_colors, palette
 
-__all__ = ["ScatterView"]
+__all__ = ["ScatterView", "class_color", "palette"]
 
-# A categorical color holds at most this many categories; the rarest beyond it are merged into "other".
-MAX_CATEGORIES = 256
-# Integer values with at most this many distinct values are colored as categories, more as a scale.
-MAX_INTEGER_CATEGORIES = 64
-
-_TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-_TAB20_LIGHT = ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-                "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
-# viridis, sampled at 9 stops (interpolated to 64 colors for the scale)
-_VIRIDIS = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c",
-            "#28ae80", "#5ec962", "#addc30", "#fde725"]
-_UNIFORM = "#4c78a8"
-_MISSING = "#bbbbbb"
-
-
-def palette(n: int) -> list[str]:
-    """``n`` distinct colors: tab10, then tab20's light half, then golden-angle hues.
-
-    >>> palette(3)
-    ['#1f77b4', '#ff7f0e', '#2ca02c']
-    >>> len(set(palette(256)))
-    256
-    """
-    colors = (_TAB10 + _TAB20_LIGHT)[:n]
-    i = 0
-    while len(colors) < n:
-        hue = (i * 0.618033988749895) % 1.0
-        lightness, saturation = (0.45, 0.65) if i % 2 == 0 else (0.6, 0.55)
-        r, g, b = colorsys.hls_to_rgb(hue, lightness, saturation)
-        color = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-        if color not in colors:
-            colors.append(color)
-        i += 1
-    return colors
-
-
-def _scale(stops: list[str], n: int) -> list[str]:
-    rgb = np.array([[int(s[i:i + 2], 16) for i in (1, 3, 5)] for s in stops], dtype=float)
-    at = np.linspace(0, len(stops) - 1, n)
-    out = np.stack([np.interp(at, np.arange(len(stops)), rgb[:, c]) for c in range(3)], axis=1)
-    return ["#" + "".join(f"{round(v):02x}" for v in row) for row in out]
-
-
-def _label(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "(missing)"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _as_series(values: Any, name: str) -> pl.Series:
-    if isinstance(values, pl.Series):
-        return values
-    if isinstance(values, np.ndarray):
-        return pl.Series(name, values)
-    if hasattr(values, "to_numpy") and not isinstance(values, (str, bytes)):  # pandas, pyarrow
-        return pl.Series(name, values.to_numpy())
-    try:
-        return pl.Series(name, list(values), strict=False)
-    except TypeError:
-        raise OptionError(f"{name} must be a sequence of values, one a point; got {type(values).__name__}.") from None
-
-
-def _float_array(values: Any, name: str) -> np.ndarray:
-    try:
-        if isinstance(values, pl.Series):
-            return values.cast(pl.Float64).to_numpy()
-        return np.asarray(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError, pl.exceptions.PolarsError) as err:
-        raise OptionError(f"{name} must hold numbers, one a point: {err}") from None
-
-
-def encode_colors(values: Any, n: int, legend: Any = None, title: str | None = None,
-                  kind: str | None = None) -> tuple[bytes, dict]:
-    """Encode a color column as one uint8 a point and the legend that reads it.
-
-    ``kind`` is "categorical" or "continuous"; by default strings, booleans and integers with at most
-    64 distinct values are categories, other numbers a scale. ``legend`` names the categories: a
-    mapping {value: label} or a sequence of labels indexed by integer values (class names).
-
-    >>> codes, legend = encode_colors([True, False, True], 3, title="correct")
-    >>> list(codes), [i["label"] for i in legend["items"]]
-    ([1, 0, 1], ['False', 'True'])
-    >>> codes, legend = encode_colors([0.0, 0.5, 1.0], 3)
-    >>> list(codes), legend["kind"], legend["min"], legend["max"]
-    ([0, 128, 255], 'continuous', 0.0, 1.0)
-    """
-    if values is None:
-        return bytes(n), {"kind": "none", "title": title or "", "items": [{"label": "all", "color": _UNIFORM}],
-                          "colors": [_UNIFORM]}
-    series = _as_series(values, title or "color")
-    if len(series) != n:
-        raise OptionError(f"color has {len(series)} values but the scatter has {n} points; give one value a point.")
-    if kind not in (None, "categorical", "continuous"):
-        raise OptionError(f"Unknown color kind {kind!r}. Kinds: categorical, continuous.")
-    dtype = series.dtype
-    if kind is None:
-        if dtype.is_float():
-            kind = "continuous"
-        elif dtype.is_integer():
-            kind = "categorical" if series.n_unique() <= MAX_INTEGER_CATEGORIES else "continuous"
-        else:
-            kind = "categorical"
-    if kind == "continuous":
-        if not dtype.is_numeric():
-            raise OptionError(f"A continuous color needs numbers; {series.name!r} holds {dtype}.")
-        data = series.cast(pl.Float64).to_numpy()
-        finite = np.isfinite(data)
-        lo = float(data[finite].min()) if finite.any() else 0.0
-        hi = float(data[finite].max()) if finite.any() else 0.0
-        span = hi - lo if hi > lo else 1.0
-        codes = np.zeros(n, dtype=np.uint8)
-        codes[finite] = np.rint((data[finite] - lo) / span * 255).astype(np.uint8)
-        colors = _scale(_VIRIDIS, 64)
-        return codes.tobytes(), {"kind": "continuous", "title": title or series.name or "", "min": lo, "max": hi,
-                                 "missing": int((~finite).sum()), "colors": colors,
-                                 "items": [{"label": f"{lo:.4g}", "color": colors[0]},
-                                           {"label": f"{hi:.4g}", "color": colors[-1]}]}
-    # categorical: category codes ordered by value, the rarest merged into "other" past MAX_CATEGORIES
-    counts = series.value_counts(sort=True)
-    uniques = counts[series.name].to_list()
-    if len(uniques) > MAX_CATEGORIES:
-        uniques = uniques[:MAX_CATEGORIES - 1]
-    try:
-        ordered = sorted(uniques, key=lambda v: (v is None, v))
-    except TypeError:
-        ordered = sorted(uniques, key=lambda v: (v is None, str(v)))
-    other = len(ordered) < counts.height
-    present = [v for v in ordered if v is not None]
-    codes_series = series.replace_strict(present, [ordered.index(v) for v in present], default=len(ordered),
-                                         return_dtype=pl.UInt8)
-    if None in ordered:
-        codes_series = codes_series.set(series.is_null(), ordered.index(None))
-    codes = codes_series.to_numpy().astype(np.uint8)
-    names = [_name(v, legend) for v in ordered] + (["other"] * other)
-    colors = palette(len(ordered)) + ([_MISSING] * other)
-    colors = [(_MISSING if v is None else c) for v, c in zip(ordered, colors)] + colors[len(ordered):]
-    sizes = np.bincount(codes, minlength=len(names))
-    items = [{"label": name, "color": color, "count": int(size)} for name, color, size in zip(names, colors, sizes)]
-    return codes.tobytes(), {"kind": "categorical", "title": title or series.name or "", "items": items,
-                             "colors": colors}
-
-
-def _name(value: Any, legend: Any) -> str:
-    if isinstance(legend, Mapping):
-        return str(legend.get(value, _label(value)))
-    if isinstance(legend, Sequence) and not isinstance(legend, str):
-        if isinstance(value, (int, np.integer)) and 0 <= int(value) < len(legend):
-            return str(legend[int(value)])
-    return _label(value)
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
+_IMAGE_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"),
+                (b"RIFF", "image/webp"))
 
 
 def normalize_points(x: np.ndarray, y: np.ndarray, padding: float = 0.95) -> bytes:
@@ -202,13 +65,23 @@ def normalize_points(x: np.ndarray, y: np.ndarray, padding: float = 0.95) -> byt
     >>> np.frombuffer(normalize_points(np.array([0.0, 2.0]), np.array([0.0, 1.0]), padding=1.0), np.float32)
     array([-1. , -0.5,  1. ,  0.5], dtype=float32)
     """
+    return _apply_normalization(x, y, _normalization(x, y, padding))
+
+
+def _normalization(x: np.ndarray, y: np.ndarray, padding: float = 0.95) -> tuple[float, float, float]:
+    # (centre x, centre y, scale): the points' box centred on 0, its longer side to 2 * padding
+    if not len(x):
+        return 0.0, 0.0, 1.0
+    cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
+    half = max(x.max() - x.min(), y.max() - y.min()) / 2
+    return float(cx), float(cy), float(padding / half if half > 0 else 1.0)
+
+
+def _apply_normalization(x: np.ndarray, y: np.ndarray, transform: tuple[float, float, float]) -> bytes:
+    cx, cy, scale = transform
     out = np.empty((len(x), 2), dtype=np.float32)
-    if len(x):
-        cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
-        half = max(x.max() - x.min(), y.max() - y.min()) / 2
-        scale = padding / half if half > 0 else 1.0
-        out[:, 0] = (x - cx) * scale
-        out[:, 1] = (y - cy) * scale
+    out[:, 0] = (x - cx) * scale
+    out[:, 1] = (y - cy) * scale
     return out.tobytes()
 
 
@@ -227,6 +100,57 @@ def _bytes_from_json(value: Any, widget: Any) -> bytes:
     return b"" if value is None else bytes(value)
 
 
+def _hex_color(value: Any, what: str) -> str:
+    if isinstance(value, str) and _HEX_COLOR.fullmatch(value.strip()):
+        return value.strip().lower()
+    raise OptionError(f"{what} is {value!r}, not a color; give a hex color such as '#1f77b4' (or '#17b').")
+
+
+def _as_list(values: Any, name: str) -> list:
+    if hasattr(values, "tolist"):  # numpy
+        return values.tolist()
+    if hasattr(values, "to_list"):  # polars
+        return values.to_list()
+    try:
+        return list(values)
+    except TypeError:
+        raise OptionError(f"{name} must be a sequence, one a point; got {type(values).__name__}.") from None
+
+
+def _overlay_colors(color: Any, n: int) -> tuple[list[str], bytes]:
+    """(the overlay's distinct colors, one uint8 a point indexing them; empty when there is one color)."""
+    if isinstance(color, str):
+        return [_hex_color(color, "color")], b""
+    values = _as_list(color, "color")
+    if len(values) != n:
+        raise OptionError(f"color has {len(values)} values but the overlay has {n} points; give one color, "
+                          "or one a point.")
+    colors = [_hex_color(v, f"color[{i}]") for i, v in enumerate(values)]
+    distinct = list(dict.fromkeys(colors))
+    if len(distinct) > MAX_CATEGORIES:
+        raise OptionError(f"An overlay holds at most {MAX_CATEGORIES} distinct colors; this one has "
+                          f"{len(distinct)}. Split it into several overlays.")
+    if len(distinct) == 1:
+        return distinct, b""
+    index = {c: i for i, c in enumerate(distinct)}
+    return distinct, np.array([index[c] for c in colors], dtype=np.uint8).tobytes()
+
+
+def _overlay_labels(labels: Any, n: int) -> list[str]:
+    if labels is None:
+        return []
+    if isinstance(labels, str):
+        raise OptionError(f"labels is one string ({labels[:40]!r}); give one text a point ({n}).")
+    texts = [str(v) for v in _as_list(labels, "labels")]
+    if len(texts) != n:
+        raise OptionError(f"labels has {len(texts)} texts but the overlay has {n} points; give one a point.")
+    return texts
+
+
+def _image_type(data: bytes) -> str:
+    return next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), "image/png")
+
+
 class ScatterView(anywidget.AnyWidget):
     """A WebGL scatter of image ids: pan, zoom, lasso and box selection, a legend.
 
@@ -237,7 +161,9 @@ class ScatterView(anywidget.AnyWidget):
     point (drawn larger where larger).
 
     The view contract: ``ids``, ``selected_ids``, ``show_selection(ids)`` (no callback fires),
-    ``on_select(callback)``; and ``recolor(values)`` that sends the colors only.
+    ``on_select(callback)``; and ``recolor(values)`` that sends the colors only. Also
+    ``set_hover(provider)`` (an image and a caption under the mouse) and ``set_overlay(name, x, y)``
+    (marks above the points in their data coordinates).
     """
 
     _esm = Path(__file__).with_name("scatter.js")
@@ -252,6 +178,10 @@ class ScatterView(anywidget.AnyWidget):
     height = traitlets.Int(460).tag(sync=True)
     point_size = traitlets.Float(0.0).tag(sync=True)  # 0: chosen in the browser from the number of points
     hovered = traitlets.Int(-1).tag(sync=True, echo_update=False)  # the point under the mouse, -1 for none
+    hover_images = traitlets.Bool(False).tag(sync=True)  # a hover provider is set: the browser asks for images
+    # one dict an overlay: name, n, xy (float32 bytes, the points' normalized coordinates), colors, codes,
+    # sizes (uint8 bytes), labels; bytes travel as binary buffers
+    overlay_data = traitlets.List().tag(sync=True)
 
     def __init__(self, x: Any = None, y: Any = None, ids: Any = None, color: Any = None, legend: Any = None,
                  size: Any = None, *, title: str | None = None, color_kind: str | None = None,
@@ -262,6 +192,9 @@ class ScatterView(anywidget.AnyWidget):
         self._index: dict[str, int] | None = None
         self._frame: pl.DataFrame | None = None
         self._ids: list[str] = []
+        self._transform: tuple[float, float, float] | None = None  # data -> drawn coordinates (cx, cy, scale)
+        self._hover: Callable[[str], tuple[bytes, str]] | None = None
+        self._overlays: dict[str, dict] = {}
         self.points = b""  # uint16 x, y interleaved; sent on the browser's request, never synced
         self.on_msg(self._on_browser_message)
         if x is None and y is None and ids is None:
@@ -289,7 +222,8 @@ class ScatterView(anywidget.AnyWidget):
         self._ids = id_list
         codes, legend_state = encode_colors(color, len(xs), legend, title, color_kind)
         size_bytes = self._encode_sizes(size, len(xs))
-        self.points = quantize_points(normalize_points(xs, ys))
+        self._transform = _normalization(xs, ys)
+        self.points = quantize_points(_apply_normalization(xs, ys, self._transform))
         with self.hold_sync():
             self.colors = codes
             self.legend = legend_state
@@ -324,12 +258,14 @@ class ScatterView(anywidget.AnyWidget):
         return frame[name]
 
     @staticmethod
-    def _encode_sizes(size: Any, n: int) -> bytes:
+    def _encode_sizes(size: Any, n: int, what: str = "the scatter") -> bytes:
         if size is None:
             return b""
+        if np.ndim(size) == 0:
+            raise OptionError(f"size is one number ({size!r}); give one number a point ({n}), or None.")
         values = _float_array(size, "size")
         if len(values) != n:
-            raise OptionError(f"size has {len(values)} values but the scatter has {n} points; give one a point.")
+            raise OptionError(f"size has {len(values)} values but {what} has {n} points; give one a point.")
         finite = np.isfinite(values)
         if not finite.any():
             return b""
@@ -339,9 +275,12 @@ class ScatterView(anywidget.AnyWidget):
         return codes.tobytes()
 
     def _on_browser_message(self, widget: Any, content: Any, buffers: list) -> None:
-        # a view rendered (or rendered again): answer with the geometry as one binary buffer
-        if isinstance(content, Mapping) and content.get("type") == "ready":
+        if not isinstance(content, Mapping):
+            return
+        if content.get("type") == "ready":  # a view rendered (or rendered again): the geometry, one buffer
             self.send({"type": "points", "n": len(self._ids)}, buffers=[self.points])
+        elif content.get("type") == "hover":
+            self._answer_hover(content.get("index"))
 
     # -- the view contract ---------------------------------------------------------------------
 
@@ -416,6 +355,96 @@ class ScatterView(anywidget.AnyWidget):
         with self.hold_sync():
             self.colors = codes
             self.legend = legend_state
+
+    # -- hover -----------------------------------------------------------------------------------
+
+    def set_hover(self, provider: Callable[[str], tuple[bytes, str]] | None) -> None:
+        """Show ``provider(image_id)`` -> ``(png_bytes, caption)`` beside the point under the mouse
+        (None: the text tooltip only). A provider that raises shows the id and its error instead.
+
+        >>> view = ScatterView([0.0, 1.0], [0.0, 1.0], ["a", "b"])
+        >>> view.set_hover(lambda image_id: (b"", f"image {image_id}")); view.hover_images
+        True
+        """
+        if provider is not None and not callable(provider):
+            raise OptionError(f"set_hover needs a function image_id -> (png_bytes, caption), or None; "
+                              f"got {type(provider).__name__}.")
+        self._hover = provider
+        self.hover_images = provider is not None
+
+    def _answer_hover(self, index: Any) -> None:
+        # the browser asks for the point under the mouse; it ignores answers for a point no longer hovered
+        if self._hover is None or isinstance(index, bool) or not isinstance(index, int):
+            return
+        if not 0 <= index < len(self._ids):
+            return
+        image_id = self._ids[index]
+        try:
+            image, caption = self._hover(image_id)
+            image = bytes(image or b"")
+        except Exception as error:  # a user's provider: whatever it raises, the view keeps working
+            # the message as written (a KeyError's str() would quote it), its first line
+            text = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
+            first = (text.strip().splitlines() or [""])[0]
+            self.send({"type": "hover", "index": index, "id": image_id, "error": True,
+                       "caption": f"{image_id}: {type(error).__name__}: {first}".rstrip(": ")})
+            return
+        reply = {"type": "hover", "index": index, "id": image_id, "caption": str(caption), "mime": _image_type(image)}
+        self.send(reply, buffers=[image] if image else [])
+
+    # -- overlays --------------------------------------------------------------------------------
+
+    def set_overlay(self, name: str, x: Any, y: Any, *, color: Any = "#111111", size: Any = None,
+                    labels: Any = None) -> None:
+        """Draw marks above the points at ``x``, ``y`` (the points' data coordinates), or replace the
+        overlay ``name``: ``color`` is one hex color or one a point, ``size`` one number a point
+        (drawn larger where larger), ``labels`` one text a point (shown on hover). Overlays follow
+        pan and zoom, get a legend entry, and are never selected.
+
+        >>> view = ScatterView([0.0, 2.0], [0.0, 2.0], ["a", "b"])
+        >>> view.set_overlay("sample", [1.0, 3.0], [1.0, 1.0], size=[0.2, 0.9]); view.overlays
+        {'sample': 2}
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise OptionError(f"An overlay needs a name (a non-empty string) for its legend entry; got {name!r}.")
+        if self._transform is None:
+            raise OptionError(f"Cannot draw the overlay {name!r}: the scatter has no points to place it against.")
+        xs, ys = _float_array(x, "x"), _float_array(y, "y")
+        if len(xs) != len(ys):
+            raise OptionError(f"The overlay {name!r} has {len(xs)} x and {len(ys)} y; give one x and one y a point.")
+        bad = ~(np.isfinite(xs) & np.isfinite(ys))
+        if bad.any():
+            raise OptionError(f"The overlay {name!r} has {int(bad.sum())} points with a NaN or infinite x or y (the "
+                              f"first at position {int(np.argmax(bad))}); drop them.")
+        colors, codes = _overlay_colors(color, len(xs))
+        sizes = self._encode_sizes(size, len(xs), f"the overlay {name!r}")
+        entry = {"name": name, "n": len(xs), "xy": _apply_normalization(xs, ys, self._transform),
+                 "colors": colors, "codes": codes, "sizes": sizes, "labels": _overlay_labels(labels, len(xs))}
+        self._overlays.pop(name, None)  # a new version is drawn last, on top
+        self._overlays[name] = entry
+        self.overlay_data = list(self._overlays.values())
+
+    def clear_overlay(self, name: str | None = None) -> None:
+        """Remove the overlay ``name`` (None: every overlay).
+
+        >>> view = ScatterView([0.0, 1.0], [0.0, 1.0], ["a", "b"])
+        >>> view.set_overlay("x", [0.5], [0.5]); view.clear_overlay("x"); view.overlays
+        {}
+        """
+        if name is None:
+            self._overlays.clear()
+        elif name in self._overlays:
+            del self._overlays[name]
+        else:
+            names = list(self._overlays)
+            raise OptionError(f"No overlay {name!r} on this scatter.{closest(name, names)} "
+                              f"Overlays: {listing(names) if names else 'none'}.")
+        self.overlay_data = list(self._overlays.values())
+
+    @property
+    def overlays(self) -> dict[str, int]:
+        """The overlays drawn, name -> number of points (a copy: change them with set_overlay)."""
+        return {name: entry["n"] for name, entry in self._overlays.items()}
 
     @property
     def hovered_id(self) -> str | None:

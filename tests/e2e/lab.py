@@ -315,6 +315,24 @@ def run_cell_text(page, source: str, timeout: float = 60) -> str:
     return cell_output_text(page, index).strip()
 
 
+def python_json(page, expression: str):
+    """The value of a Python expression in the notebook's kernel, through JSON (the notebook must have
+    imported json): ``python_json(page, "len(ex.selection)")``."""
+    text = run_cell_text(page, f"print(json.dumps({expression}))")
+    try:
+        return json.loads(text.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError(f"The kernel did not answer {expression!r} with JSON: {text!r}") from None
+
+
+def open_and_run(page, server, name: str, n_cells: int, timeout: float = 120) -> None:
+    """Open notebook ``name``, wait for its kernel, run every cell and wait until all ``n_cells`` ran."""
+    open_notebook(page, server, name)
+    wait_kernel_idle(page, timeout=90)
+    run_all(page)
+    wait_cells_done(page, n_cells, timeout=timeout)
+
+
 def lit_pixels(page, canvas_selector: str) -> int:
     """Pixels of the first canvas matching ``canvas_selector`` that are drawn: not transparent and not
     the background (the color of its top-left pixel). 0 when no such canvas exists.
@@ -377,3 +395,33 @@ class ConsoleErrors:
         """Raise AssertionError listing every error collected (none: nothing happens)."""
         if self.errors:
             raise AssertionError(f"{len(self.errors)} errors reached the browser console:\n" + "\n".join(self.errors))
+
+
+def pixels_of_color(page, canvas_selector: str, color: str, tolerance: int = 8) -> list[tuple[float, float]]:
+    """Page positions (CSS pixels) of the pixels of the first canvas matching ``canvas_selector`` whose
+    color is within ``tolerance`` of ``color`` (``"#rrggbb"``) in each channel and that are opaque; []
+    when no such canvas exists. A mark's pixels are where it was drawn: their mean is its centre.
+
+    The canvas is copied with ``drawImage`` into a 2D canvas, as in :func:`lit_pixels`.
+    """
+    rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    return [tuple(p) for p in page.evaluate("""([selector, rgb, tolerance]) => {
+      const source = document.querySelector(selector);
+      if (!source || !source.width || !source.height) return [];
+      const copy = document.createElement('canvas');
+      copy.width = source.width; copy.height = source.height;
+      const context = copy.getContext('2d');
+      context.drawImage(source, 0, 0);
+      const data = context.getImageData(0, 0, copy.width, copy.height).data;
+      const box = source.getBoundingClientRect();
+      const sx = box.width / copy.width, sy = box.height / copy.height;
+      const out = [];
+      for (let k = 0, i = 0; k < data.length; k += 4, i++) {
+        if (data[k + 3] < 250) continue;
+        if (Math.abs(data[k] - rgb[0]) > tolerance || Math.abs(data[k + 1] - rgb[1]) > tolerance
+            || Math.abs(data[k + 2] - rgb[2]) > tolerance) continue;
+        const x = i % copy.width, y = Math.floor(i / copy.width);
+        out.push([box.left + (x + 0.5) * sx, box.top + (y + 0.5) * sy]);
+      }
+      return out;
+    }""", [canvas_selector, rgb, tolerance])]

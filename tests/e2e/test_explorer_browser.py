@@ -8,7 +8,6 @@ computed here, independently of the widgets, from the explorer's frame (the same
 embedding and stored predictions the kernel reads).
 """
 
-import json
 import struct
 from dataclasses import dataclass
 
@@ -49,10 +48,7 @@ def session(chromium, explorer_store, tmp_path_factory):
         page = chromium.new_page(viewport=VIEWPORT)
         try:
             errors = lab.ConsoleErrors(page)
-            lab.open_notebook(page, server, NOTEBOOK)
-            lab.wait_kernel_idle(page, timeout=90)
-            lab.run_all(page)
-            lab.wait_cells_done(page, len(CELLS), timeout=240)
+            lab.open_and_run(page, server, NOTEBOOK, len(CELLS), timeout=240)
             page.wait_for_selector(f"{SCATTER}[data-drawn=true]", timeout=90 * SECONDS)
             yield Session(page, errors, explorer_store[1])
         finally:
@@ -61,13 +57,6 @@ def session(chromium, explorer_store, tmp_path_factory):
 
 # -- reading the page and the kernel ------------------------------------------------------------------
 
-def python_json(page, expression: str):
-    """The value of a Python expression in the notebook's kernel, through JSON."""
-    text = lab.run_cell_text(page, f"print(json.dumps({expression}))")
-    try:
-        return json.loads(text.splitlines()[-1])
-    except (ValueError, IndexError):
-        raise AssertionError(f"The kernel did not answer {expression!r} with JSON: {text!r}") from None
 
 
 def gallery_state(page) -> dict:
@@ -115,7 +104,7 @@ def clear_selection(session: Session) -> None:
 
 
 def kernel_selection(session: Session) -> set[str]:
-    return set(python_json(session.page, "ex.selection"))
+    return set(lab.python_json(session.page, "ex.selection"))
 
 
 # -- the scatter's geometry ------------------------------------------------------------------------------
@@ -165,7 +154,7 @@ def data_points(session: Session) -> tuple[list[str], np.ndarray]:
     ours = np.column_stack([frame["x"].to_numpy()[rows], frame["y"].to_numpy()[rows]]).astype(np.float64)
     theirs = np.array(session.page.evaluate(
         "([s, n]) => document.querySelector(s).odinlabScatterplot.get('points').slice(0, n).map((p) => [p[0], p[1]])",
-        [SCATTER, len(ids)]), dtype=np.float64)  # overlays, if any, come after the points
+        [SCATTER, len(ids)]), dtype=np.float64)
     assert theirs.shape == ours.shape, f"the browser holds {theirs.shape[0]} points, the explorer {len(ids)}"
     fits = [np.polyfit(ours[:, k], theirs[:, k], 1) for k in (0, 1)]
     mapped = np.column_stack([np.polyval(fits[k], ours[:, k]) for k in (0, 1)])
@@ -277,7 +266,7 @@ def test_the_scatter_holds_the_embedding_point_for_point(session):
 
 def test_the_kernel_reads_the_same_points_as_this_process(session):
     # the expected answers below come from this process's explorer: the kernel must hold the same embedding
-    theirs = python_json(session.page, "[ex.frame['image_id'].to_list(), ex.frame['x'].round(5).to_list()]")
+    theirs = lab.python_json(session.page, "[ex.frame['image_id'].to_list(), ex.frame['x'].round(5).to_list()]")
     assert theirs == [session.frame["image_id"].to_list(), session.frame["x"].round(5).to_list()]
 
 
@@ -411,7 +400,7 @@ def test_a_thumbnail_click_opens_its_detail(session):
                            timeout=30 * SECONDS)
     title = page.locator(".odinlab-detail-title").text_content()
     assert image_id in title
-    assert python_json(page, "ex.views['detail'].image_id") == image_id
+    assert lab.python_json(page, "ex.views['detail'].image_id") == image_id
 
 
 def test_a_selection_made_in_python_shows_in_the_browser(session):

@@ -435,17 +435,24 @@ def test_the_real_views_say_what_is_wrong_in_their_place(digits):
     assert ex.message is None and "makes no mistakes" in ex.views["clusters"].message
 
 
-def _scatter_has(*methods):
-    from odinlab.widgets.scatter import ScatterView
-
-    missing = [m for m in methods if not hasattr(ScatterView, m)]
-    return pytest.mark.skipif(bool(missing), reason=f"ScatterView lacks {', '.join(missing)} (helper B's API)")
-
-
-@_scatter_has("set_overlay", "set_hover", "overlays")
 def test_the_real_scatter_gets_the_overlays_and_the_hover(digits):
     ex = explore(digits, "cnn@1", images="test", views={"detail": None, "clusters": None, "pairs": None}, **FAST)
     a, b = _predicted_classes(digits)
     ex.show_boundary_sample(120, seed=0)
     ex.show_between_classes(a, b, steps=3)
     assert {"boundary sample", f"between {a} and {b}"} <= set(ex.views["scatter"].overlays)
+
+
+def test_a_class_has_one_color_whether_colored_by_label_or_prediction(digits):
+    ex = Explorer(digits, "cnn@1", color="label", views={"detail": None, "clusters": None, "pairs": None}, **FAST)
+    by_label = {i["label"]: i["color"] for i in ex.views["scatter"].legend["items"]}
+    ex.recolor("predicted")
+    by_prediction = {i["label"]: i["color"] for i in ex.views["scatter"].legend["items"]}
+    shared = set(by_label) & set(by_prediction)
+    assert shared and all(by_label[name] == by_prediction[name] for name in shared)
+
+
+def test_mistakes_are_red_when_colored_by_correctness(digits):
+    ex = Explorer(digits, "cnn@1", color="correct", views={"detail": None, "clusters": None, "pairs": None}, **FAST)
+    items = {i["label"]: i["color"] for i in ex.views["scatter"].legend["items"]}
+    assert items["mistake"] == "#d62728" and items["correct"] != "#d62728"

@@ -1,5 +1,6 @@
 """The embedding scatter widget, without a browser: its traits, its selection and its bad input."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import polars as pl
 import pytest
 
 from odinlab.errors import DuplicateImageError, OdinError, OptionError, UnknownColumnError
-from odinlab.widgets.scatter import ScatterView, encode_colors, normalize_points
+from odinlab.widgets.scatter import ScatterView, class_color, encode_colors, normalize_points, palette
 
 
 def _view(n=10, **kwargs):
@@ -206,7 +207,181 @@ def test_the_widget_files_sit_beside_the_module_and_have_the_dom_hooks():
     view, _ = _view(3)
     js = Path(view._esm).read_text() if isinstance(view._esm, Path) else str(view._esm)
     css = Path(view._css).read_text() if isinstance(view._css, Path) else str(view._css)
-    for hook in ("odinlab-scatter", "odinlab-legend", "odinlab-message", "selection_mask"):
+    for hook in ("odinlab-scatter", "odinlab-legend", "odinlab-message", "selection_mask", "odinlab-overlay",
+                 "odinlab-overlay-canvas", "odinlab-tooltip-image", "overlay_data", "hover_images"):
         assert hook in js
     assert ".odinlab-scatter" in css and ".odinlab-legend" in css
     assert "import(" not in js and "from\"http" not in js.replace(" ", "")  # no network imports
+
+
+# -- class colors ----------------------------------------------------------------------------------------
+
+CLASSES = ["zero", "one", "two", "three", "four"]
+
+
+def _legend_colors(values, classes=CLASSES):
+    _, legend = encode_colors(values, len(values), legend=classes, title="label")
+    return {item["label"]: item["color"] for item in legend["items"]}
+
+
+def test_a_class_gets_the_same_color_by_label_and_by_prediction_whatever_classes_are_present():
+    by_label = _legend_colors([0, 1, 2, 3, 4, 2])
+    by_predicted = _legend_colors([3, 3, 2, 4])  # classes 0 and 1 never predicted
+    assert list(by_predicted) == ["two", "three", "four"]  # the legend lists the classes present
+    for name, color in by_predicted.items():
+        k = CLASSES.index(name)
+        assert by_label[name] == color == class_color(k, len(CLASSES)) == palette(5)[k]
+
+
+def test_class_codes_index_the_legend_colors_and_counts_are_kept():
+    codes, legend = encode_colors([4, 4, 1, None], 4, legend=CLASSES, title="predicted")
+    colors = [legend["colors"][c] for c in codes]
+    assert colors == [class_color(4, 5), class_color(4, 5), class_color(1, 5), "#bbbbbb"]
+    assert [(i["label"], i["count"]) for i in legend["items"]] == [("one", 1), ("four", 2), ("(missing)", 1)]
+
+
+def test_many_classes_stay_categories_with_their_own_colors():
+    classes = [f"c{i}" for i in range(100)]  # more than the 64 integer values colored as categories by default
+    values = [99, 0, 50] * 30 + list(range(70))
+    _, legend = encode_colors(values, len(values), legend=classes)
+    assert legend["kind"] == "categorical"
+    colors = {item["label"]: item["color"] for item in legend["items"]}
+    assert colors["c99"] == class_color(99, 100) and colors["c50"] == palette(100)[50]
+    _, plain = encode_colors(values, len(values))  # without class names: a scale, as before
+    assert plain["kind"] == "continuous"
+
+
+def test_class_color_refuses_an_index_outside_the_classes():
+    with pytest.raises(OptionError, match=r"from 0 to 9"):
+        class_color(10, 10)
+    with pytest.raises(OptionError, match="must be an integer"):
+        class_color("3", 10)
+
+
+# -- hover ---------------------------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+def test_a_hover_message_is_answered_with_the_providers_png_and_caption():
+    view, ids = _view(5)
+    asked = []
+    view.set_hover(lambda image_id: (asked.append(image_id) or PNG, f"label of {image_id}"))
+    assert view.hover_images is True
+    sent = _sent(view)
+    view._handle_custom_msg({"type": "hover", "index": 3}, [])
+    assert asked == [ids[3]]
+    assert sent == [({"type": "hover", "index": 3, "id": ids[3], "caption": f"label of {ids[3]}",
+                      "mime": "image/png"}, [PNG])]
+
+
+def test_a_provider_that_raises_answers_with_the_id_and_the_errors_first_line():
+    view, ids = _view(3)
+
+    def broken(image_id):
+        raise KeyError(f"no thumbnail for {image_id}\nmore detail")
+
+    view.set_hover(broken)
+    sent = _sent(view)
+    view._handle_custom_msg({"type": "hover", "index": 1}, [])
+    content, buffers = sent[0]
+    assert buffers == [] and content["error"] is True and content["index"] == 1
+    assert content["caption"] == f"{ids[1]}: KeyError: no thumbnail for {ids[1]}"
+
+
+def test_hover_requests_outside_the_points_or_without_a_provider_get_no_answer():
+    view, _ = _view(3)
+    sent = _sent(view)
+    view._handle_custom_msg({"type": "hover", "index": 0}, [])  # no provider
+    view.set_hover(lambda image_id: (PNG, image_id))
+    for index in (-1, 3, "1", None, True):
+        view._handle_custom_msg({"type": "hover", "index": index}, [])
+    assert sent == []
+    view.set_hover(None)
+    view._handle_custom_msg({"type": "hover", "index": 0}, [])
+    assert sent == [] and view.hover_images is False
+    with pytest.raises(OptionError, match="set_hover needs a function"):
+        view.set_hover("thumbnails")
+
+
+# -- overlays ------------------------------------------------------------------------------------------
+
+def _overlay_xy(view, name):
+    entry = next(e for e in view.overlay_data if e["name"] == name)
+    return np.frombuffer(entry["xy"], np.float32).reshape(-1, 2)
+
+
+def test_an_overlay_point_at_a_points_coordinates_is_drawn_where_that_point_is():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=400) * 5 + 2, rng.normal(size=400)
+    view = ScatterView(x, y, [str(i) for i in range(400)])
+    chosen = [0, 17, 399]
+    view.set_overlay("twins", x[chosen], y[chosen])
+    assert np.abs(_overlay_xy(view, "twins") - _decoded(view)[chosen]).max() <= 1 / 65535 + 1e-6
+    view.set_overlay("outside", [x.max() + 10 * x.std()], [0.0])  # beyond the points: beyond [-1, 1], kept
+    assert _overlay_xy(view, "outside")[0, 0] > 1.5
+
+
+def test_overlays_travel_as_bytes_and_a_saved_state_grows_by_their_size_only():
+    view, _ = _view(50)
+    before = view.get_state()
+    view.set_overlay("sample", np.arange(1000.0), np.arange(1000.0), color=["#111111", "#ff0000"] * 500,
+                     size=np.linspace(0, 1, 1000))
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, _, buffers = _remove_buffers(view.get_state())
+    points_bytes = sum(len(v) for v in before.values() if isinstance(v, bytes))
+    assert sum(len(bytes(b)) for b in buffers) - points_bytes == 10 * 1000  # xy 8, color 1, size 1 a mark
+    assert len(json.dumps(state["overlay_data"])) < 300  # names, colors: no numbers as JSON
+    entry = view.overlay_data[0]
+    assert entry["colors"] == ["#111111", "#ff0000"]
+    assert np.frombuffer(entry["codes"], np.uint8)[:3].tolist() == [0, 1, 0]
+    assert np.frombuffer(entry["sizes"], np.uint8)[[0, -1]].tolist() == [0, 255]
+
+
+def test_overlays_are_listed_replaced_on_top_and_cleared():
+    view, _ = _view(10)
+    view.set_overlay("a", [0.0], [0.0], labels=["the origin"])
+    view.set_overlay("b", [1.0, 2.0], [1.0, 2.0], color="#0F0")
+    view.set_overlay("a", [0.0, 1.0, 2.0], [0.0, 0.0, 0.0])  # replaced: drawn last, on top
+    assert view.overlays == {"b": 2, "a": 3} and [e["name"] for e in view.overlay_data] == ["b", "a"]
+    assert view.overlay_data[0]["colors"] == ["#0f0"] and view.overlay_data[0]["codes"] == b""
+    view.clear_overlay("b")
+    assert view.overlays == {"a": 3}
+    with pytest.raises(OptionError, match="No overlay 'sample'.*Overlays: a"):
+        view.clear_overlay("sample")
+    view.clear_overlay()
+    assert view.overlays == {} and view.overlay_data == []
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"x": [0.0, 1.0]}, "has 2 x and 1 y"),
+    ({"x": [np.nan]}, "1 points with a NaN"),
+    ({"color": "red"}, "'red', not a color; give a hex color"),
+    ({"color": ["#111111", "#222222"]}, "color has 2 values but the overlay has 1 point"),
+    ({"color": ["#111111"] * 0 + ["blue"]}, r"color\[0\] is 'blue'"),
+    ({"size": [1.0, 2.0]}, "size has 2 values but the overlay 'o' has 1 points"),
+    ({"size": 3.0}, "size is one number"),
+    ({"labels": ["a", "b"]}, "labels has 2 texts but the overlay has 1 points"),
+    ({"labels": "a"}, "labels is one string"),
+    ({"name": ""}, "needs a name"),
+])
+def test_bad_overlays_are_refused_with_the_value_and_the_fix(options, message):
+    view, _ = _view(4)
+    arguments = {"name": "o", "x": [0.0], "y": [0.0], **options}
+    with pytest.raises(OptionError, match=message):
+        view.set_overlay(arguments.pop("name"), arguments.pop("x"), arguments.pop("y"), **arguments)
+    assert view.overlays == {}
+
+
+def test_an_empty_scatter_cannot_place_an_overlay():
+    with pytest.raises(OptionError, match="no points to place it against"):
+        ScatterView([], [], []).set_overlay("o", [0.0], [0.0])
+
+
+def test_the_css_scopes_its_message_rules_to_the_scatter():
+    view, _ = _view(3)
+    css = Path(view._css).read_text() if isinstance(view._css, Path) else str(view._css)
+    selectors = [line for line in css.splitlines() if ".odinlab-message" in line]
+    assert selectors and all(line.lstrip().startswith(".odinlab-scatter") for line in selectors)
+    assert "min-width: 0" in css
