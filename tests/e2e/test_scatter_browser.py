@@ -179,13 +179,15 @@ def test_an_overlay_is_drawn_on_the_points_at_its_data_coordinates(page):
     show(page, SMALL)
     twins = screen_positions(page, SMALL, N_SMALL)[indices]
     pixels = np.array(lab.pixels_of_color(page, f"{SMALL} canvas.odinlab-overlay-canvas", MARK_COLOR))
-    assert len(pixels) >= 3 * 20, f"only {len(pixels)} pixels of the marks' color on the overlay layer"
+    # each mark is a ring in its color around a light fill: its outline's pixels are centred on the point
+    assert len(pixels) >= 3 * 8, f"only {len(pixels)} pixels of the marks' color on the overlay layer"
     nearest = np.linalg.norm(pixels[:, None] - twins[None], axis=-1)
     assert nearest.min(axis=1).max() < 6, "a mark is drawn away from every point it should sit on"
     for k, i in enumerate(indices):
         mine = pixels[nearest.argmin(axis=1) == k]
-        assert len(mine) >= 20, f"no mark on point {i}"
-        assert np.linalg.norm(mine.mean(axis=0) - twins[k]) < 1.5, f"the mark of point {i} is off its point"
+        assert len(mine) >= 8, f"no mark on point {i}"
+        centre = (mine.min(axis=0) + mine.max(axis=0)) / 2  # of the ring's outline (anti-aliasing thins it unevenly)
+        assert np.linalg.norm(centre - twins[k]) < 1.5, f"the mark of point {i} is off its point"
 
 
 def test_a_box_over_an_overlay_selects_only_the_real_points_inside(page):

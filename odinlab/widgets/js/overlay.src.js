@@ -12,7 +12,7 @@
 
 const BASE_RADIUS = 5; // px, an overlay without sizes: a little larger than the points it marks
 const MIN_RADIUS = 2.5;
-const MAX_RADIUS = 10;
+const MAX_RADIUS = 7;
 const HIT_SLACK = 2; // px around a mark that still counts as over it
 
 const bytesOf = (value) => {
@@ -110,8 +110,12 @@ export function createOverlayLayer(plot) {
         ctx.moveTo(x + r, y);
         ctx.arc(x, y, r, 0, 2 * Math.PI);
       }
+      // rings with a light fill: the point under a mark keeps its color visible
+      ctx.globalAlpha = 0.3;
       ctx.fillStyle = colors[c];
       ctx.fill();
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = colors[c];
       ctx.stroke();
     }
     return inside;
@@ -128,8 +132,7 @@ export function createOverlayLayer(plot) {
     const ratio = canvas.width / width;
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    ctx.lineWidth = 1;
-    ctx.strokeStyle = 'rgba(255, 255, 255, 0.9)';
+    ctx.lineWidth = 1.5;
     const project = projector(scatterplot, width, height);
     let inside = 0;
     for (const layer of layers) inside += paint(ctx, layer, project);

@@ -255,8 +255,19 @@ function render({ model, el: host }) {
     size = [width, height];
     scatterplot.set({ width, height });
     overlay.resize(width, height);
+    if (!cameraMoved) fitAll(); // a narrow plot would otherwise cut off the left and right of the points
     overlay.draw(scatterplot);
   };
+
+  // regl-scatterplot shows y in [-1, 1] and as much of x as the plot's aspect allows; the points fill
+  // [-1, 1] on their longer axis, so zoom to that square: every point visible, whatever the plot's shape.
+  // Until the user pans or zooms, a resize fits again; "Reset view" fits and forgets the user's camera.
+  let cameraMoved = false;
+  const fitAll = () => {
+    if (scatterplot && n > 0) scatterplot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 }, { transition: false });
+  };
+  plot.addEventListener('wheel', () => { cameraMoved = true; }, { passive: true });
+  plot.addEventListener('pointerdown', () => { if (root.dataset.mode === 'panZoom') cameraMoved = true; });
 
   const selectCategory = (category) => {
     if (!scatterplot) return;
@@ -363,6 +374,7 @@ function render({ model, el: host }) {
       const { data, properties, options } = encodings(model, n, xs, ys, codes);
       sp.set(properties);
       await sp.draw(data, { ...options, select: selected.length ? selected : undefined });
+      if (!cameraMoved) fitAll();
       setCount();
       root.dataset.drawn = 'true';
     });
@@ -417,7 +429,10 @@ function render({ model, el: host }) {
     const button = event.target.closest('button[data-action]');
     if (!button) return;
     const action = button.dataset.action;
-    if (action === 'reset') scatterplot?.reset();
+    if (action === 'reset') {
+      cameraMoved = false;
+      fitAll();
+    }
     else if (action === 'clear') scatterplot?.deselect();
     else setMode(action);
   });
