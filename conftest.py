@@ -27,3 +27,11 @@ def _doctest_namespace(request, doctest_namespace):
     store.register_model(net, "cnn", hyperparams={"lr": 0.01, "epochs": 2})
     doctest_namespace.update(odinlab=odinlab, np=np, pl=pl, torch=torch, nn=nn,
                              SmallCNN=SmallCNN, fit=fit, store=store, net=net)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """conftest.py files hold fixtures, not doctests: collecting them as modules (--doctest-modules)
+    imports each under the one name 'conftest', and two folders' conftests then clash."""
+    if collection_path.name == "conftest.py":
+        return True
+    return None

@@ -134,3 +134,18 @@ class RSSSampler:
 
 def mb(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:.1f}"
+
+
+def build_gallery_store(path, n: int, threads: int = 1) -> None:
+    """``n`` generated 16×16 images and a small random CNN's predictions, a store on disk at ``path``:
+    what bench/widgets.py and bench/gallery.py select from."""
+    import odinlab
+    from odinlab.nets import SmallCNN
+
+    setup_torch(threads)
+    data = odinlab.datasets.shapes(n=n, size=16, seed=0)
+    store = odinlab.open_store(str(path), create=True)
+    store.ingest(data)
+    net = SmallCNN(3, len(data.classes), width=4)
+    store.register_model(net, "cnn")
+    store.materialize(net, progress=False)

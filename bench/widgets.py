@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 import lab  # noqa: E402  (the browser-test harness: JupyterLab server, Chromium, notebook helpers)
-from common import setup_torch  # noqa: E402
+from common import build_gallery_store  # noqa: E402
 
 SIZES = "10000,100000,1000000"
 LIBRARIES = ("odinlab", "plotly", "jupyter-scatter", "embedding-atlas")
@@ -370,20 +370,6 @@ FIRST_THUMB_JS = """
   return img && img.complete && img.naturalWidth > 0 ? thumb.dataset.imageId : null;
 }
 """
-
-
-def build_gallery_store(path: Path, n: int) -> None:
-    """``n`` generated 16×16 images and a small random CNN's predictions, on disk for the kernel."""
-    import odinlab
-    from odinlab.nets import SmallCNN
-
-    setup_torch()
-    data = odinlab.datasets.shapes(n=n, size=16, seed=0)
-    store = odinlab.open_store(str(path), create=True)
-    store.ingest(data)
-    net = SmallCNN(3, len(data.classes), width=4)
-    store.register_model(net, "cnn")
-    store.materialize(net, progress=False)
 
 
 def expected_first_thumbs(path: Path) -> tuple[str, str]:

@@ -76,7 +76,7 @@ def confusion_view(explorer: Explorer):
 def detail_view(explorer: Explorer):
     """One image large, with its probabilities and metadata (opened by a gallery click); its
     "neighbours" button searches the explorer's embedding."""
-    return DetailView(explorer.store, explorer.model_id, embedding=explorer.embedding)
+    return DetailView(explorer.store, [explorer.model_id, *explorer.compare], embedding=explorer.embedding)
 
 
 def clusters_view(explorer: Explorer):
@@ -153,7 +153,8 @@ class Explorer(BoundaryViews):
     ``confusion``, ``detail``, ``clusters``, ``pairs``, or a new one) to a factory
     ``f(explorer) -> view`` (a view follows the contract of ``odinlab/widgets``: ``ids``,
     ``selected_ids``, ``show_selection``, ``on_select``); None drops a view. ``embedding`` holds keyword arguments of
-    :class:`odinlab.sampling.Embedding` (``reducer="pca"``, ``seed=1``...).
+    :class:`odinlab.sampling.Embedding` (``reducer="pca"``, ``seed=1``...). ``compare`` names other models
+    (``["cnn@1"]``) whose top-k probabilities the detail shows beside the explored model's.
 
     Attributes: ``store``, ``record`` and ``model_id``, ``layer``, ``color``, ``images`` (the
     :class:`~odinlab.Selection` explored, each image once), ``frame`` (one row per image: image_id,
@@ -165,8 +166,10 @@ class Explorer(BoundaryViews):
 
     def __init__(self, store, model, layer: str = "head.fc1", images: Any = "test", color: str = "correct", *,
                  views: Mapping[str, ViewFactory | None] | None = None, embedding: Mapping | None = None,
-                 progress: bool = True):
+                 compare: Any = (), progress: bool = True):
         self.store, self.layer, self.color = store, layer, color
+        self.compare = [compare] if isinstance(compare, str) or not isinstance(compare, list | tuple) else \
+            list(compare)
         self.images_argument = images
         self.record = self.model_id = None
         self.images = self.frame = self.hub = self.embedding = None
@@ -197,6 +200,7 @@ class Explorer(BoundaryViews):
             raise _Problem(str(error), error) from error
         self.model_id = self.record.model_id
         try:
+            self.compare = [m for m in (store.model(c).model_id for c in self.compare) if m != self.model_id]
             selection = store.select(images)
         except OdinError as error:
             raise _Problem(str(error), error) from error
@@ -439,7 +443,7 @@ def explore(store, model, layer: str = "head.fc1", images: Any = "test", color: 
     gallery of the selection, the confusion matrix, the detail of a clicked image, the clusters
     of the model's mistakes and the closest pairs across a decision boundary.
 
-    ``options`` go to :class:`Explorer` (``views=``, ``embedding=``, ``progress=``). Display
+    ``options`` go to :class:`Explorer` (``views=``, ``embedding=``, ``compare=``, ``progress=``). Display
     the result in a notebook cell; read ``explorer.selection`` / ``explorer.selected()``.
 
     >>> explore(store, "cnn@1", images="nothing-like-this").message

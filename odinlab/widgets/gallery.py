@@ -2,8 +2,11 @@
 
 Thumbnails are rendered in the kernel (``store.thumbnails``) and sent lazily, one page at a
 time: the browser asks with a custom message ``{"page": k}`` and the kernel answers with the
-page's items and one PNG buffer per item. Nothing but the page size, the sort order and the
-selection mask is kept in the widget's state, so a saved notebook stays small.
+page's items and one PNG buffer per item. Once a browser has asked for a page, a change of the
+items (a new selection, a new sort) sends the first page at once, unasked, right after the new
+``version`` (``pushed`` says which version's first page is on its way): the browser then shows
+it without a round trip of its own. Nothing but the page size, the sort order and the selection
+mask is kept in the widget's state, so a saved notebook stays small.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import numpy as np
 import polars as pl
 import traitlets
 
+from odinlab.store.images import ROW
+from odinlab.store.selection import Selection
+
 __all__ = ["GalleryView", "ThumbnailCache"]
 
 # Columns of ``store.predictions`` that a gallery item carries to the browser.
 ITEM_COLUMNS = ("image_id", "label", "label_name", "predicted", "predicted_name", "confidence", "margin",
                 "loss", "correct")
-NOT_SORTABLE = ("probabilities", "model_id")
+NOT_SORTABLE = ("probabilities", "model_id", ROW)
 
 
 # -- small helpers shared by the views (confusion and detail import them) --------------------------
@@ -30,7 +36,8 @@ NOT_SORTABLE = ("probabilities", "model_id")
 def pack_mask(positions, n: int) -> bytes:
     """A selection as bytes: bit i (little bit order) set for each position i among n items."""
     bits = np.zeros(n, bool)
-    bits[np.asarray(list(positions), dtype=np.int64)] = True
+    positions = positions if isinstance(positions, np.ndarray) else list(positions)
+    bits[np.asarray(positions, dtype=np.int64)] = True
     return np.packbits(bits, bitorder="little").tobytes()
 
 
@@ -75,12 +82,24 @@ class ThumbnailCache:
         self.store, self.size, self.capacity = store, size, int(capacity)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
 
-    def __call__(self, ids) -> list[bytes]:
-        """PNGs of ``ids``, in order (the missing ones rendered in one call to the store)."""
-        ids = [str(i) for i in ids]
-        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+    def __call__(self, images) -> list[bytes]:
+        """PNGs of ``images`` (ids, or a :class:`~odinlab.Selection` of this store), in order.
+
+        The missing ones are rendered in one call to the store, which reads each pixel chunk
+        once. A selection skips looking its ids up in the images table (its rows are known).
+        """
+        if isinstance(images, Selection):
+            ids = images.ids
+            first: dict[str, int] = {}  # each id's first position: it is rendered from there
+            for k, image_id in enumerate(ids):
+                first.setdefault(image_id, k)
+            missing = [i for i in first if i not in self._cache]
+            wanted = images[[first[i] for i in missing]] if missing else None
+        else:
+            ids = [str(i) for i in images]
+            missing = wanted = [i for i in dict.fromkeys(ids) if i not in self._cache]
         if missing:
-            for image_id, png in zip(missing, self.store.thumbnails(missing, self.size), strict=True):
+            for image_id, png in zip(missing, self.store.thumbnails(wanted, self.size), strict=True):
                 self._cache[image_id] = png
         out = []
         for image_id in ids:
@@ -143,6 +162,7 @@ class GalleryView(anywidget.AnyWidget):
     descending = traitlets.Bool(True).tag(sync=True)
     sort_columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
     version = traitlets.Int(0).tag(sync=True)           # bumped when the items change: the browser re-asks
+    pushed = traitlets.Int(-1).tag(sync=True)           # the version whose first page is sent unasked
     clicked = traitlets.Unicode("").tag(sync=True)      # the last clicked image id ("" = none)
     selection_mask = traitlets.Bytes(b"").tag(sync=True)  # over ``ids``, little bit order
 
@@ -162,7 +182,8 @@ class GalleryView(anywidget.AnyWidget):
             ThumbnailCache(store, thumb_size, cache_size)
         self._click_callbacks, self._select_callbacks = _Callbacks(), _Callbacks()
         self._quiet = False  # True while Python sets the mask: no on_select (no ping-pong)
-        self._filter: list[str] | None = None
+        self._displayed = False  # a browser asked for a page: from then on the first page is pushed
+        self._filter: pl.Series | None = None
         self._frame = self._load(images)  # every image of ``images``, prediction columns null where missing
         columns = [c for c, t in self._frame.schema.items()
                    if c not in NOT_SORTABLE and (t.is_numeric() or t in (pl.String, pl.Boolean))]
@@ -172,7 +193,7 @@ class GalleryView(anywidget.AnyWidget):
             raise ValueError(f"Cannot sort the gallery by {sort_by!r}; columns: {', '.join(columns)}.")
         with self.hold_trait_notifications():
             self.sort_by, self.descending = sort_by, bool(descending)
-        self._order: list[str] = []
+        self._sort()
         self._refresh()
         self.observe(self._on_sort, names=["sort_by", "descending"])
         self.observe(self._on_mask, names=["selection_mask"])
@@ -183,11 +204,13 @@ class GalleryView(anywidget.AnyWidget):
 
     def _load(self, images) -> pl.DataFrame:
         selection = self.store.select(images)
-        base = selection.frame.unique("image_id", maintain_order=True)
+        self._store_url, self._image_columns = selection.store_url, selection.frame.columns
+        # the pixel rows travel hidden beside the items, so a page's thumbnails need no id lookup
+        base = selection.frame.with_columns(pl.Series(ROW, selection.rows)).unique("image_id", maintain_order=True)
         preds = self.store.predictions(self.record, selection).unique("image_id", maintain_order=True)
         classes = list(self.record.classes)
-        names = pl.col("predicted").map_elements(lambda i: classes[i] if 0 <= i < len(classes) else None,
-                                                 return_dtype=pl.String)
+        names = pl.col("predicted").replace_strict(list(range(len(classes))), classes, default=None,
+                                                   return_dtype=pl.String)
         preds = preds.select("image_id", "predicted", "confidence", "margin", "loss", "correct",
                              "probabilities").with_columns(predicted_name=names)
         frame = base.join(preds, on="image_id", how="left", maintain_order="left")
@@ -202,28 +225,39 @@ class GalleryView(anywidget.AnyWidget):
                          f"{materialize_hint(self.record.model_id, self._images_text)} stores them.")
         return frame
 
-    def _refresh(self) -> None:
-        """Filter and sort, then tell the browser to ask again from the first page."""
-        frame = self._frame
+    def _sort(self) -> None:
+        """Sort every image once per sort order; a selection then only filters (order kept)."""
+        self._sorted = self._frame.sort(self.sort_by, descending=self.descending, nulls_last=True,
+                                        maintain_order=True)
+
+    def _refresh(self, *, if_changed: bool = False) -> None:
+        """Filter, bump the version (the browser asks again from the first page), push that page.
+
+        With ``if_changed``, items that are the same as before (in the same order) change nothing.
+        """
+        frame = self._sorted
         if self._filter is not None:
-            wanted = pl.DataFrame({"image_id": self._filter}, schema={"image_id": pl.String})
-            frame = wanted.unique("image_id", maintain_order=True).join(frame, on="image_id", how="inner",
-                                                                        maintain_order="left")
-        if self.sort_by in frame.columns:
-            frame = frame.sort(self.sort_by, descending=self.descending, nulls_last=True, maintain_order=True)
+            frame = frame.filter(pl.col("image_id").is_in(self._filter.implode()))
+        if if_changed and frame["image_id"].equals(self._ids):
+            return
         self._view = frame
-        self._order = frame["image_id"].to_list()
-        self._position = {image_id: i for i, image_id in enumerate(self._order)}
-        with self.hold_trait_notifications():
+        self._ids = frame["image_id"]
+        push = self._displayed and not self._blocked and frame.height > 0
+        with self.hold_sync():  # one state message: the browser sees version and pushed together
             if not self._blocked:
-                self.message = "" if self._order else "no images selected"
-            self.total = len(self._order)
+                self.message = "" if frame.height else "no images selected"
+            self.total = frame.height
             self.version += 1
+            if push:
+                self.pushed = self.version
+        if push:  # after the state, so the page arrives after the version it belongs to
+            self.send(*self.page(0))
 
     def _on_sort(self, change) -> None:
         if self.sort_by not in self.sort_columns:
             return  # ignore a name the browser cannot have offered
         keep = self.selected_ids
+        self._sort()
         self._refresh()
         self._set_mask(keep)
 
@@ -233,8 +267,7 @@ class GalleryView(anywidget.AnyWidget):
         """The message and PNG buffers answering the browser's request for page ``k``."""
         k = int(k)
         start = k * self.page_size
-        rows = self._view.slice(start, self.page_size) if 0 <= start < len(self._order) else self._view.head(0)
-        ids = rows["image_id"].to_list()
+        rows = self._view.slice(start, self.page_size) if 0 <= start < self.total else self._view.head(0)
         items = []
         for i, row in enumerate(rows.select([c for c in ITEM_COLUMNS if c in rows.columns]).iter_rows(named=True)):
             row["index"] = start + i
@@ -244,7 +277,8 @@ class GalleryView(anywidget.AnyWidget):
             items.append(row)
         content = {"kind": "page", "page": k, "version": self.version, "start": start, "total": self.total,
                    "items": items}
-        return content, self.thumbnails(ids)
+        chosen = Selection(rows.select(self._image_columns), rows[ROW].to_numpy(), self._store_url)
+        return content, self._thumbs(chosen)
 
     def thumbnails(self, ids: list[str]) -> list[bytes]:
         """PNG thumbnails of ``ids`` at ``thumb_size``, from a bounded cache or the store."""
@@ -252,6 +286,7 @@ class GalleryView(anywidget.AnyWidget):
 
     def _on_message(self, widget, content, buffers) -> None:
         if isinstance(content, dict) and "page" in content:
+            self._displayed = True
             reply, pngs = self.page(content["page"])
             self.send(reply, buffers=pngs)
         elif isinstance(content, dict) and content.get("kind") == "click" and "index" in content:
@@ -261,19 +296,24 @@ class GalleryView(anywidget.AnyWidget):
 
     def click(self, index: int, *, extend: bool = False) -> None:
         """What a click on item ``index`` does: set ``clicked`` (and the selection, or add to it)."""
-        if not 0 <= index < len(self._order):
+        if not 0 <= index < self.total:
             return
-        image_id = self._order[index]
+        image_id = self._ids[index]
         chosen = set(self.selected_ids)
         if extend:
             chosen ^= {image_id}
         else:
             chosen = {image_id}
-        self.selection_mask = pack_mask(sorted(self._position[i] for i in chosen), len(self._order))
+        self.selection_mask = pack_mask(self._positions(chosen), self.total)
         if self.clicked == image_id:
             self._click_callbacks(image_id)  # a second click on the same image still opens it
         else:
             self.clicked = image_id
+
+    def _positions(self, ids) -> np.ndarray:
+        """Positions in the gallery of those of ``ids`` it shows (ascending)."""
+        wanted = pl.Series(list(ids), dtype=pl.String, strict=False)
+        return np.flatnonzero(self._ids.is_in(wanted.implode()).to_numpy())
 
     def _on_clicked(self, change) -> None:
         if change["new"]:
@@ -286,8 +326,8 @@ class GalleryView(anywidget.AnyWidget):
     def _set_mask(self, ids) -> None:
         self._quiet = True
         try:
-            positions = [self._position[i] for i in ids if i in self._position]
-            self.selection_mask = pack_mask(positions, len(self._order)) if positions else b""
+            positions = self._positions(ids) if len(ids) else []
+            self.selection_mask = pack_mask(positions, self.total) if len(positions) else b""
         finally:
             self._quiet = False
 
@@ -300,17 +340,21 @@ class GalleryView(anywidget.AnyWidget):
     @property
     def ids(self) -> list[str]:
         """The image ids the gallery shows, in its order."""
-        return list(self._order)
+        return self._ids.to_list()
 
     @property
     def selected_ids(self) -> list[str]:
         """The ids selected in the gallery (clicked, or ctrl-clicked), in gallery order."""
-        return [self._order[i] for i in unpack_mask(self.selection_mask, len(self._order))]
+        return self._ids.gather(unpack_mask(self.selection_mask, self.total)).to_list()
 
     def show_selection(self, ids: list[str] | None) -> None:
-        """Show only ``ids`` (None: every image again), without calling the ``on_select`` callbacks."""
-        self._filter = None if ids is None else [str(i) for i in ids]
-        self._refresh()
+        """Show only ``ids`` (None: every image again), without calling the ``on_select`` callbacks.
+
+        Ids that leave the items as they are (the same ones again, in any order) change nothing
+        (no new version, no page sent) but clear the gallery's own selection.
+        """
+        self._filter = None if ids is None else pl.Series("image_id", list(ids), dtype=pl.String, strict=False)
+        self._refresh(if_changed=True)
         self._set_mask([])
 
     def on_select(self, callback: Callable[[list[str]], None]) -> Callable:
@@ -320,7 +364,7 @@ class GalleryView(anywidget.AnyWidget):
     @property
     def frame(self) -> pl.DataFrame:
         """The gallery's items as a frame, in gallery order (prediction columns and metadata)."""
-        return self._view
+        return self._view.drop(ROW)
 
     def __repr__(self) -> str:
         return f"<GalleryView {self.record.model_id}: {self.total} images by {self.sort_by}>"

@@ -456,3 +456,16 @@ def test_mistakes_are_red_when_colored_by_correctness(digits):
     ex = Explorer(digits, "cnn@1", color="correct", views={"detail": None, "clusters": None, "pairs": None}, **FAST)
     items = {i["label"]: i["color"] for i in ex.views["scatter"].legend["items"]}
     assert items["mistake"] == "#d62728" and items["correct"] != "#d62728"
+
+
+def test_the_detail_compares_the_models_given_with_compare(digits):
+    ex = explore(digits, "cnn@1", images="test", compare="cnn@2", views={"clusters": None, "pairs": None}, **FAST)
+    assert ex.compare == ["cnn@2"]
+    ex.open(ex.images.ids[0])
+    detail = ex.views["detail"]
+    assert [r.model_id for r in detail.records] == ["cnn@1", "cnn@2"]
+    first, second = detail.info["models"]
+    assert first["model_id"] == "cnn@1" and len(first["top"]) == 5
+    assert second["model_id"] == "cnn@2" and "store.materialize('cnn@2'" in second["missing"]  # nothing stored
+    unknown = explore(digits, "cnn@1", images="test", compare=["nope"], **FAST)
+    assert "Unknown model 'nope'" in unknown.message

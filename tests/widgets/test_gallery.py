@@ -1,20 +1,35 @@
-"""GalleryView: pages in sort order, PNG pages on request, clicks, filtering, bad input."""
+"""GalleryView: pages in sort order, PNG pages on request or pushed after a change, clicks, filtering, bad input."""
 
 
 import numpy as np
 import polars as pl
 import pytest
 
-from odinlab.widgets.gallery import GalleryView, pack_mask, unpack_mask
+from odinlab.widgets.gallery import GalleryView, ThumbnailCache, pack_mask, unpack_mask
 
 
 def _answer(gallery, page):
     """Simulate the browser asking for a page: return what the kernel sends back."""
     sent = []
     gallery.send = lambda content, buffers=None: sent.append((content, buffers))
-    gallery._on_message(gallery, {"page": page}, [])
+    try:
+        gallery._on_message(gallery, {"page": page}, [])
+    finally:
+        del gallery.send  # the widget's own send again
     assert len(sent) == 1
     return sent[0]
+
+
+def _traffic(gallery):
+    """Record everything the kernel sends the browser, in order: (message, buffers) pairs, where a
+    message is a state update ({"method": "update", "state": ...}) or custom ({"method": "custom"})."""
+    sent = []
+    gallery.comm.send = lambda data=None, metadata=None, buffers=None: sent.append((data, buffers or []))
+    return sent
+
+
+def _pages(sent):
+    return [(data["content"], buffers) for data, buffers in sent if data["method"] == "custom"]
 
 
 def test_pages_carry_the_ids_in_sort_order(digits):
@@ -134,3 +149,66 @@ def test_partly_stored_predictions_show_a_note(digits):
 def test_an_empty_selection_says_so(digits):
     gallery = GalleryView(digits, "cnn@1", [])
     assert gallery.message == "no images selected" and gallery.ids == []
+
+
+def test_thumbnails_come_in_the_order_asked_whatever_the_cache_holds(digits):
+    ids = digits.select("test").ids
+    asked = [ids[5], ids[200], ids[5], ids[17], ids[100]]
+    one_by_one = [digits.thumbnails([image_id], 16)[0] for image_id in asked]
+    cache = ThumbnailCache(digits, size=16)
+    assert cache(asked[:2]) == one_by_one[:2]
+    assert cache(asked) == one_by_one  # some cached, some not, one repeated
+    assert len(cache) == 4
+    # a selection (what the gallery passes: its rows are known) gives the same bytes in its order
+    reverse = digits.select(list(reversed(asked)))
+    assert ThumbnailCache(digits, size=16)(reverse) == list(reversed(one_by_one))
+    assert cache(reverse) == list(reversed(one_by_one))
+
+
+def test_once_a_browser_asked_a_new_selection_pushes_its_first_page_after_its_version(digits):
+    gallery = GalleryView(digits, "cnn@1", "test", page_size=6, thumb_size=16)
+    every = gallery.ids
+    sent = _traffic(gallery)
+    gallery.show_selection(every[::3])
+    assert _pages(sent) == [] and gallery.pushed == -1  # no browser has asked yet: nothing pushed
+    _answer(gallery, 0)  # a browser shows the gallery
+    sent = _traffic(gallery)
+    gallery.show_selection(every[1::3])
+    states = [data["state"] for data, _ in sent if data["method"] == "update"]
+    assert any(state.get("version") == state.get("pushed") == gallery.version for state in states)
+    assert [data["method"] for data, _ in sent][-1] == "custom"  # the page comes after its version
+    [(content, buffers)] = _pages(sent)
+    assert (content["kind"], content["page"], content["version"]) == ("page", 0, gallery.version)
+    assert [item["image_id"] for item in content["items"]] == gallery.ids[:6] == every[1::3][:6]
+    assert buffers == digits.thumbnails(gallery.ids[:6], 16)
+    # a new sort order pushes its first page too
+    sent.clear()
+    gallery.sort_by = "confidence"
+    [(content, _)] = _pages(sent)
+    assert content["version"] == gallery.pushed == gallery.version
+    assert [item["image_id"] for item in content["items"]] == gallery.ids[:6]
+    # nothing to show: nothing pushed (the browser shows the message)
+    sent.clear()
+    gallery.show_selection([])
+    assert _pages(sent) == [] and gallery.message == "no images selected"
+
+
+def test_the_same_selection_again_keeps_the_version_and_clears_the_gallerys_own_selection(digits):
+    gallery = GalleryView(digits, "cnn@1", "test", page_size=6)
+    _answer(gallery, 0)
+    chosen = gallery.ids[::4]
+    gallery.show_selection(chosen)
+    gallery.selection_mask = pack_mask([0, 2], gallery.total)  # the user ctrl-clicked two
+    version, sent = gallery.version, _traffic(gallery)
+    gallery.show_selection(list(reversed(chosen)))  # the same images
+    assert gallery.version == version and _pages(sent) == []
+    assert gallery.selected_ids == [] and gallery.ids == chosen
+    gallery.show_selection(chosen[:-1])  # one fewer: a new version
+    assert gallery.version == version + 1 and gallery.ids == chosen[:-1]
+
+
+def test_the_pixel_rows_the_gallery_keeps_stay_hidden(digits):
+    gallery = GalleryView(digits, "cnn@1", "test")
+    assert "_row" not in gallery.frame.columns and "_row" not in gallery.sort_columns
+    assert gallery.frame["image_id"].to_list() == gallery.ids
+    assert "_row" not in _answer(gallery, 0)[0]["items"][0]
