@@ -138,7 +138,8 @@ class GalleryView(anywidget.AnyWidget):
     ``model`` is any model reference (``"cnn@1"``, a record or a registered module); its
     predictions must be stored (``store.materialize``). Items are sorted by ``sort_by`` (any
     column of ``store.predictions``: loss, margin, confidence, label, predicted, a metadata
-    column...) and sent to the browser ``page_size`` at a time as ``thumb_size``-pixel PNGs.
+    column..., or ``label_error``: 1 - the model's probability of the given label, highest for
+    the images whose label is most probably wrong) and sent to the browser ``page_size`` at a time as ``thumb_size``-pixel PNGs.
     Clicking a thumbnail sets ``clicked`` and calls the ``on_click`` callbacks with its id;
     ctrl/cmd-click adds it to the gallery's selection (``selected_ids``, ``on_select``).
 
@@ -214,6 +215,9 @@ class GalleryView(anywidget.AnyWidget):
         preds = preds.select("image_id", "predicted", "confidence", "margin", "loss", "correct",
                              "probabilities").with_columns(predicted_name=names)
         frame = base.join(preds, on="image_id", how="left", maintain_order="left")
+        # 1 - p(given label): confident learning ranks suspected label errors by it (odinlab.debug.label_errors)
+        frame = frame.with_columns(label_error=1.0 - pl.col("probabilities").arr.get(pl.col("label"), null_on_oob=True)
+                                   .cast(pl.Float64))
         self._missing = base.height - preds.height
         self._blocked = bool(base.height and preds.height == 0)
         if self._blocked:

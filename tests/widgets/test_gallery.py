@@ -5,6 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from odinlab.debug.error_analysis import label_errors
+
 from odinlab.widgets.gallery import GalleryView, ThumbnailCache, pack_mask, unpack_mask
 
 
@@ -212,3 +214,14 @@ def test_the_pixel_rows_the_gallery_keeps_stay_hidden(digits):
     assert "_row" not in gallery.frame.columns and "_row" not in gallery.sort_columns
     assert gallery.frame["image_id"].to_list() == gallery.ids
     assert "_row" not in _answer(gallery, 0)[0]["items"][0]
+
+
+def test_sorting_by_label_error_puts_the_least_believed_labels_first(digits):
+    gallery = GalleryView(digits, "cnn@1", "test", sort_by="label_error")
+    assert "label_error" in gallery.sort_columns
+    preds = digits.predictions("cnn@1", gallery.ids)
+    p_label = [probs[label] for probs, label in zip(preds["probabilities"].to_list(), preds["label"].to_list())]
+    assert p_label == sorted(p_label)  # the lowest probability of the given label first
+    suspects = set(label_errors(digits, "cnn@1", "test")["image_id"].to_list())
+    top = gallery.ids[: len(suspects)]
+    assert suspects and len(suspects & set(top)) >= len(suspects) // 2  # confident learning's suspects lead
