@@ -1,10 +1,12 @@
-"""The embedding scatter alone in a real JupyterLab 4, in headless Chromium: hover images, overlays,
-its size in a grid, and how fast a box selection of 100,000 points reaches the kernel.
+"""The embedding scatter in a real JupyterLab 4, in headless Chromium: hover images, overlays, its
+size in a grid, points drawn where they are after a zoom and a resize, how fast a box selection of
+100,000 points reaches the kernel, and what a selection from Python costs the page beside a gallery.
 
-One server, one browser and one notebook for the module. The notebook shows two scatters: 300
+One server, one browser and one notebook for the module. The notebook shows three scatters: 300
 random points inside a CSS grid (a hover provider that draws a PNG, or raises for ids ending in 7;
 an overlay of three marks on its three outermost points and an overlay of a 3x3 grid of marks over
-the cloud's middle), and 100,000 random points that record in the kernel when a selection arrives.
+the cloud's middle); 100,000 random points that record in the kernel when a selection arrives; and
+a scatter of a small store's 600 images beside their gallery in an HBox, linked by a SelectionHub.
 """
 
 import time
@@ -20,8 +22,11 @@ VIEWPORT = {"width": 1200, "height": 900}
 SECONDS = 1000  # Playwright counts milliseconds
 SMALL = ".odinlab-h1-small .odinlab-scatter"
 BIG = ".odinlab-h1-big .odinlab-scatter"
+LINKED = ".odinlab-h3-linked .odinlab-scatter"
+GALLERY = ".odinlab-h3-gallery .odinlab-gallery"
 N_SMALL = 300
 N_BIG = 100_000
+N_STORE = 600
 MARK_COLOR = "#ff00ff"
 GRID_COLOR = "#00c000"
 NOTEBOOK = "scatter.ipynb"
@@ -62,19 +67,51 @@ arrivals = []
 big.observe(lambda change: arrivals.append([time.time(), len(big.selected_indices)]), names=["selection_mask"])
 big.add_class("odinlab-h1-big")
 big""",
+    # a scatter and a gallery side by side, as a user would lay them out (bench/widgets.py does too)
+    """import odinlab, polars as pl
+from odinlab.widgets import GalleryView
+from odinlab.widgets.links import SelectionHub
+store = odinlab.open_store("store")
+gids = store.images["image_id"]
+rng = np.random.default_rng(2)
+gframe = pl.DataFrame({"image_id": gids, "x": rng.normal(size=len(gids)), "y": rng.normal(size=len(gids)),
+                       "label": store.images["label"]})
+linked = ScatterView.from_frame(gframe, color="label", height=300)
+gallery = GalleryView(store, "cnn@1")
+hub = SelectionHub(store, model="cnn@1")
+hub.add(linked); hub.add(gallery)
+linked.add_class("odinlab-h3-linked"); gallery.add_class("odinlab-h3-gallery")
+widgets.HBox([linked, gallery])""",
 ]
+
+
+def build_store(folder) -> None:
+    """A store of N_STORE generated images and a small untrained CNN's predictions (~1.5 s)."""
+    import torch
+
+    import odinlab
+    from odinlab.nets import SmallCNN
+
+    torch.manual_seed(0)
+    data = odinlab.datasets.shapes(n=N_STORE, size=16, seed=0)
+    store = odinlab.open_store(str(folder / "store"), create=True)
+    store.ingest(data)
+    net = SmallCNN(3, len(data.classes), width=4)
+    store.register_model(net, "cnn")
+    store.materialize(net, progress=False)
 
 
 @pytest.fixture(scope="module")
 def page(chromium, tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e-scatter")
+    build_store(folder)
     lab.write_notebook(folder / NOTEBOOK, CELLS)
     with lab.JupyterServer(folder, app="lab") as server:
         page = chromium.new_page(viewport=VIEWPORT)
         try:
             page.odinlab_errors = lab.ConsoleErrors(page)
             lab.open_and_run(page, server, NOTEBOOK, len(CELLS), timeout=120)
-            for root in (SMALL, BIG):
+            for root in (SMALL, BIG, LINKED):
                 page.wait_for_selector(f"{root}[data-drawn=true]", timeout=60 * SECONDS)
             yield page
         finally:
@@ -318,6 +355,128 @@ def test_a_box_selection_of_100k_points_reaches_the_kernel_within_a_second(page)
     assert took < 1.0, (f"the selection of {count} points reached the kernel {took:.2f} s after the release "
                         f"(the page sent it {in_page:.0f} ms after the release)")
     page.click(f"{BIG} button[data-action=panZoom]")
+
+
+# Whether each position (page pixels) is on a painted pixel of the points' canvas (read back: its WebGL
+# context keeps its drawing buffer), and the share of the canvas painted.
+PAINTED_AT = """([s, positions]) => {
+  const canvas = document.querySelector(s + ' canvas.odinlab-scatter-canvas');
+  const box = canvas.getBoundingClientRect();
+  const copy = document.createElement('canvas');
+  copy.width = canvas.width; copy.height = canvas.height;
+  const context = copy.getContext('2d');
+  context.drawImage(canvas, 0, 0);
+  const data = context.getImageData(0, 0, copy.width, copy.height).data;
+  const sx = copy.width / box.width, sy = copy.height / box.height;
+  let painted = 0;
+  for (let k = 3; k < data.length; k += 4) painted += data[k] > 0;
+  const at = positions.map(([x, y]) => {
+    const i = Math.floor((x - box.left) * sx), j = Math.floor((y - box.top) * sy);
+    return data[4 * (j * copy.width + i) + 3] > 0;
+  });
+  return {at, share: painted / (copy.width * copy.height)};
+}"""
+
+
+def settle(page, root: str) -> None:
+    """Wait until the scatter has drawn no frame for 300 ms: the last change is on the canvas."""
+    page.evaluate("""(s) => {
+      const root = document.querySelector(s);
+      if (root.h3LastDraw === undefined) {
+        root.h3LastDraw = performance.now();
+        root.odinlabScatterplot.subscribe('drawing', () => { root.h3LastDraw = performance.now(); });
+      }
+    }""", root)
+    page.wait_for_timeout(50)
+    page.wait_for_function("(s) => performance.now() - document.querySelector(s).h3LastDraw > 300", arg=root,
+                           timeout=10 * SECONDS)
+
+
+def assert_drawn_where_placed(page, root: str, n: int) -> np.ndarray:
+    """Every point inside the canvas is painted at the position the scatter gives it (the position that
+    box selection, hover and overlays use); returns the positions."""
+    settle(page, root)
+    positions = screen_positions(page, root, n)
+    left, top, right, bottom = canvas_box(page, root)
+    inside = ((positions[:, 0] > left + 4) & (positions[:, 0] < right - 4)
+              & (positions[:, 1] > top + 4) & (positions[:, 1] < bottom - 4))
+    found = page.evaluate(PAINTED_AT, [root, positions[inside].tolist()])
+    missed = int(inside.sum()) - sum(found["at"])
+    assert inside.sum() >= 20 and missed == 0, f"{missed} of {int(inside.sum())} points are not drawn where placed"
+    assert found["share"] < 0.3, f"{found['share']:.0%} of the canvas is painted: not points"
+    return positions
+
+
+def test_points_are_drawn_where_they_are_placed_after_a_zoom_and_a_resize(page):
+    show(page, SMALL)
+    page.mouse.move(5, 5)
+    before = assert_drawn_where_placed(page, SMALL, N_SMALL)
+    left, top, right, bottom = canvas_box(page, SMALL)
+    page.mouse.move((left + right) / 2, (top + bottom) / 2)
+    page.mouse.wheel(0, -300)  # zoom in around the middle
+    page.mouse.move(5, 5)
+    zoomed = assert_drawn_where_placed(page, SMALL, N_SMALL)
+    assert np.ptp(zoomed[:, 0]) > 1.2 * np.ptp(before[:, 0]), "the wheel did not zoom in"
+    width = right - left
+    page.set_viewport_size({"width": 800, "height": VIEWPORT["height"]})
+    try:
+        page.wait_for_function("""([s, before]) => {
+          const root = document.querySelector(s);
+          const canvas = root.querySelector('canvas.odinlab-scatter-canvas').getBoundingClientRect().width;
+          return canvas < before - 100 && canvas === root.querySelector('.odinlab-scatter-plot').clientWidth;
+        }""", arg=[SMALL, width], timeout=10 * SECONDS)
+        show(page, SMALL)
+        assert_drawn_where_placed(page, SMALL, N_SMALL)
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    page.wait_for_function("""([s, before]) => document.querySelector(s + ' canvas.odinlab-scatter-canvas')
+      .getBoundingClientRect().width === before""", arg=[SMALL, width], timeout=10 * SECONDS)
+    page.click(f"{SMALL} button[data-action=reset]")
+    show(page, SMALL)
+    assert_drawn_where_placed(page, SMALL, N_SMALL)
+
+
+# Records, from now on, the scatter's frames, its plot's widths and the gallery grid's child counts
+# after each change and its changes that removed and added thumbnails at once.
+WATCH_LINKED = """([s, g]) => {
+  const root = document.querySelector(s);
+  const plot = root.querySelector('.odinlab-scatter-plot');
+  const grid = document.querySelector(g + ' .odinlab-gallery-grid');
+  const seen = window.h3Linked = {drawings: 0, widths: [], counts: [], swaps: 0};
+  if (!root.h3Counted) {
+    root.h3Counted = true;
+    root.odinlabScatterplot.subscribe('drawing', () => { window.h3Linked.drawings++; });
+  }
+  new ResizeObserver(() => seen.widths.push(plot.clientWidth)).observe(plot);
+  new MutationObserver((records) => {
+    for (const r of records) if (r.removedNodes.length && r.addedNodes.length) seen.swaps++;
+    seen.counts.push(grid.children.length);
+  }).observe(grid, {childList: true});
+}"""
+
+
+def test_a_selection_from_python_swaps_the_gallery_in_one_go_and_redraws_the_scatter_beside_it_once(page):
+    lab.run_cell_text(page, "pass")  # the notebook as it will be laid out with one more cell
+    show(page, LINKED)
+    page.mouse.move(5, 5)  # no hover: a hovered point would be a frame of its own
+    settle(page, LINKED)
+    page.evaluate(WATCH_LINKED, [LINKED, GALLERY])
+    chosen = len(range(0, N_STORE, 7))
+    lab.run_cell_text(page, "hub.select(gids[::7].to_list()); None")
+    page.wait_for_function("""([g, count]) => {
+      const root = document.querySelector(g);
+      const img = root.querySelector('.odinlab-thumb img');
+      return root.querySelector('.odinlab-gallery-count').textContent.trim() === count
+        && root.querySelector('.odinlab-gallery-grid[data-stale]') === null
+        && img && img.complete && img.naturalWidth > 0;
+    }""", arg=[GALLERY, f"{chosen} images"], timeout=30 * SECONDS)
+    page.wait_for_selector(f"{LINKED}[data-selected='{chosen}']", timeout=10 * SECONDS)
+    settle(page, LINKED)
+    seen = page.evaluate("() => window.h3Linked")
+    # the old thumbnails stay until the new page replaces them: never an empty grid, no width change
+    assert seen["counts"] and min(seen["counts"]) > 0 and seen["swaps"] == 1, seen
+    assert len(set(seen["widths"])) <= 1, f"the scatter changed width: {seen['widths']}"
+    assert seen["drawings"] == 1, f"the selection cost the scatter {seen['drawings']} frames, not one"
 
 
 def test_no_error_reached_the_browser_console(page):

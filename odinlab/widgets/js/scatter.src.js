@@ -13,16 +13,22 @@
 // Latency: regl-scatterplot publishes its events on a timer by default, so a box or lasso's 'select'
 // waited for the next frame, which redraws every point (0.4-0.7 s at 100k points in software WebGL)
 // before the mask could leave. With syncEvents the mask is sent from the mouse release's own handler,
-// before that frame.
+// before that frame. The points are drawn straight into the visible canvas (renderer.src.js), not
+// copied into it from a hidden window-sized one: without a GPU that copy held the main thread for the
+// whole frame (75-240 ms at 100k points), and a selection's thumbnails in the gallery waited for it.
+// A selection (from the kernel or the mouse) costs one frame: the select call sets the state and
+// regl-scatterplot draws once at the next animation frame (no transition).
 //
 // DOM hooks for browser tests: .odinlab-scatter (root; data-points, data-selected, data-drawn,
 // data-mode, data-recolors: recolors done, data-lasso-vertices; root.odinlabScatterplot: the
-// regl-scatterplot instance; root.odinlabTimings.maskSentAt: performance.now() when the last selection
-// left for the kernel), canvas.odinlab-scatter-canvas, canvas.odinlab-overlay-canvas,
+// regl-scatterplot instance; root.odinlabRenderer: its renderer (renderer.src.js);
+// root.odinlabTimings.maskSentAt: performance.now() when the last selection left for the kernel),
+// canvas.odinlab-scatter-canvas (WebGL, keeps its drawing buffer), canvas.odinlab-overlay-canvas,
 // .odinlab-scatter-toolbar button[data-action], .odinlab-legend (.odinlab-legend-item[data-category],
 // .odinlab-overlay[data-name][data-points]), .odinlab-scatter .odinlab-message, .odinlab-tooltip.
 import createScatterplot from 'regl-scatterplot';
 import { createOverlayLayer } from './overlay.src.js';
+import { createCanvasRenderer } from './renderer.src.js';
 import { createTooltip } from './tooltip.src.js';
 
 const asBytes = (value) => {
@@ -204,6 +210,7 @@ function render({ model, el: host }) {
   const tooltip = createTooltip(plot, { model, describe: (i) => describe(model, codes, i) });
 
   let scatterplot = null;
+  let renderer = null;
   let n = 0;
   let xs = new Float32Array(0);
   let ys = new Float32Array(0);
@@ -307,8 +314,10 @@ function render({ model, el: host }) {
 
   const ensureScatterplot = () => {
     if (scatterplot) return scatterplot;
+    renderer = createCanvasRenderer(canvas);
     scatterplot = createScatterplot({
       canvas,
+      renderer,
       width: plot.clientWidth || 400,
       height: plot.clientHeight || 400,
       backgroundColor: '#ffffff',
@@ -325,6 +334,7 @@ function render({ model, el: host }) {
     });
     // for browser tests and debugging: the regl-scatterplot instance (e.g. its lassoSelect)
     Object.defineProperty(root, 'odinlabScatterplot', { value: scatterplot, configurable: true });
+    Object.defineProperty(root, 'odinlabRenderer', { value: renderer, configurable: true });
     subscribe(scatterplot);
     return scatterplot;
   };
@@ -490,6 +500,7 @@ function render({ model, el: host }) {
     for (const [event, handler] of Object.entries(handlers)) model.off(event, handler);
     tooltip.destroy();
     if (scatterplot) scatterplot.destroy();
+    if (renderer) renderer.destroy(); // a scatterplot leaves a renderer it was given alone
   };
 }
 
