@@ -187,10 +187,13 @@ def test_two_materializations_match_a_single_process_run(pool, tmp_path, models)
                               ["head.fc1", "features.conv2"], batch_size=128, progress=False)
         mine, theirs = store.predictions(model_id), reference.predictions(model_id)
         assert mine.height == 1797
-        np.testing.assert_array_equal(mine["probabilities"].to_numpy(), theirs["probabilities"].to_numpy())
+        # equal up to float rounding: another process may pick another CPU kernel for a batch (seen once
+        # in CI: one value of 17,970 off by 7e-9); a row from the wrong model or batch is off by far more
+        np.testing.assert_allclose(mine["probabilities"].to_numpy(), theirs["probabilities"].to_numpy(),
+                                   rtol=1e-5, atol=1e-7)
         for layer in ("head.fc1", "features.conv2"):
-            np.testing.assert_array_equal(store.activations(model_id, layer).values,
-                                          reference.activations(model_id, layer).values)
+            np.testing.assert_allclose(store.activations(model_id, layer).values,
+                                       reference.activations(model_id, layer).values, rtol=1e-3, atol=1e-5)
     if models[0] == models[1]:  # one computed everything, the other found it done
         assert sorted(sum(n for _, n in r) for r in reports) == [0, 3 * 1797]
 
