@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import polars as pl
 
-from odinlab.errors import NotMaterializedError
+from odinlab.errors import NotMaterializedError, OptionError
 from odinlab.store.layout import digest
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
@@ -98,41 +98,69 @@ def confident_mistakes(store, model, images: ImageSelection = None, *, k: int = 
     return _per_image(wrong, selection, PREDICTION_COLUMNS)
 
 
-def label_errors(store, model, images: ImageSelection = None) -> pl.DataFrame:
-    """Images whose given label is probably wrong, most suspicious first (confident learning).
+def label_errors(store, model, images: ImageSelection = None, *, k: int | None = None,
+                 method: str = "self_confidence") -> pl.DataFrame:
+    """Every labelled image ranked by label quality, the most probably mislabelled first.
 
-    Per class j a threshold t_j is the mean probability of j over images labelled j. An image
-    is suspect when the probability of its label is below that label's threshold while
-    another class k reaches t_k; suspects are ranked by the probability of the given label
-    (lowest first). ``suggested`` is that other class. ``out_of_sample`` says the model did not
-    train on the image (from the experiments' training sets): those probabilities are the ones
-    to trust. The images' columns (split, metadata) come last.
+    ``label_quality`` is ``method``'s score (:mod:`odinlab.debug.label_quality`: the probability of
+    the given label, or the normalized margin); ``flagged`` marks confident learning's estimate of
+    the wrong labels (Northcutt et al., 2021: per class, as many of its lowest-scored images as the
+    calibrated confident joint says are mislabelled); ``suggested`` is the most probable other class.
+    ``k`` keeps the top ``k``. ``out_of_sample`` says the model did not train on the image (from the
+    experiments' training sets): those probabilities are the ones to trust. The images' columns
+    (split, metadata) come last. :func:`label_noise` gives the estimated errors per class.
 
     >>> _ = store.materialize(net, images="val", progress=False)
-    >>> label_errors(store, "cnn@1", "val").columns[:6]
-    ['image_id', 'label', 'label_name', 'suggested', 'suggested_name', 'p_label']
+    >>> ranked = label_errors(store, "cnn@1", "val", k=5)
+    >>> ranked.columns[:7], ranked.height
+    (['image_id', 'label', 'label_name', 'label_quality', 'flagged', 'suggested', 'suggested_name'], 5)
+    >>> ranked["label_quality"].is_sorted()
+    True
     """
+    from odinlab.debug import label_quality
+
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise OptionError(f"k must be a positive int (or None for every image), not {k!r}.")
     record = store.model(model)
     frame, selection = _stored_predictions(store, record, store.select(images))
-    probs, labels = _probabilities(frame), frame["label"].to_numpy()
-    thresholds = np.array([probs[labels == j, j].mean() if (labels == j).any() else 1.0
-                           for j in range(probs.shape[1])])
-    every = np.arange(len(labels))
-    p_label = probs[every, labels]
-    confident = np.where(probs >= thresholds[None, :], probs, -1.0)
-    confident[every, labels] = -1.0  # another class must be the confident one
-    suggested = confident.argmax(axis=1)
-    suspect = (p_label < thresholds[labels]) & (confident.max(axis=1) >= 0)
+    probs, labels = _probabilities(frame), frame["label"].to_numpy().astype(np.int64)
+    score = label_quality.scores(probs, labels, method)
+    suggested, p_suggested = label_quality.other_best(probs, labels)
     scored = frame.with_columns(
+        label_quality=pl.Series(score, dtype=pl.Float64),
+        flagged=pl.Series(label_quality.flagged(probs, labels, method) if len(labels) else [], dtype=pl.Boolean),
         suggested=pl.Series(suggested, dtype=pl.Int64),
         suggested_name=_named(pl.Series(suggested, dtype=pl.Int64), record.classes),
-        p_label=pl.Series(p_label, dtype=pl.Float64),
-        p_suggested=pl.Series(probs[every, suggested], dtype=pl.Float64),
+        p_label=pl.Series(probs[np.arange(len(labels)), labels], dtype=pl.Float64),
+        p_suggested=pl.Series(p_suggested, dtype=pl.Float64),
         out_of_sample=~pl.col("image_id").is_in(_training_images(store, record).implode()),
-    ).filter(pl.Series(suspect, dtype=pl.Boolean))
-    columns = ("suggested", "suggested_name", "p_label", "p_suggested", "out_of_sample")
-    return _per_image(scored, selection, columns).sort(["p_label", "p_suggested"], descending=[False, True],
-                                                       maintain_order=True)
+    )
+    columns = ("label_quality", "flagged", "suggested", "suggested_name", "p_label", "p_suggested", "out_of_sample")
+    ranked = _per_image(scored, selection, columns).sort(["label_quality", "p_suggested"], descending=[False, True],
+                                                         maintain_order=True)
+    return ranked if k is None else ranked.head(k)
+
+
+def label_noise(store, model, images: ImageSelection = None) -> pl.DataFrame:
+    """Per class: images labelled with it, the estimated number of wrong labels among them (confident
+    learning's calibrated confident joint) and that share.
+
+    >>> _ = store.materialize(net, images="val", progress=False)
+    >>> label_noise(store, "cnn@1", "val").columns
+    ['label', 'label_name', 'n', 'estimated_errors', 'noise_rate']
+    """
+    from odinlab.debug import label_quality
+
+    record = store.model(model)
+    frame, _ = _stored_predictions(store, record, store.select(images))
+    probs, labels = _probabilities(frame), frame["label"].to_numpy().astype(np.int64)
+    n_classes = len(record.classes)
+    counts = np.bincount(labels, minlength=n_classes)
+    errors = label_quality.errors_per_class(probs, labels) if len(labels) else np.zeros(n_classes, np.int64)
+    errors = np.pad(errors, (0, n_classes - len(errors)))
+    return pl.DataFrame({"label": np.arange(n_classes), "label_name": list(record.classes), "n": counts,
+                         "estimated_errors": errors,
+                         "noise_rate": np.where(counts > 0, errors / np.maximum(counts, 1), 0.0)})
 
 
 def error_exemplars(store, model, layer: str, images: ImageSelection = None, *,
@@ -260,4 +288,4 @@ def _training_images(store, record: ModelRecord) -> pl.Series:
 
 
 __all__ = ["confident_mistakes", "confusion_figure", "confusion_matrix", "error_exemplars", "hardness",
-           "label_errors", "per_class_metrics"]
+           "label_errors", "label_noise", "per_class_metrics"]

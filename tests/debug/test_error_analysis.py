@@ -5,6 +5,7 @@ import torch
 
 import odinlab
 from odinlab.debug import error_analysis as ea
+from odinlab.errors import OptionError
 from odinlab.nets import SmallCNN
 from odinlab.training import fit
 
@@ -181,3 +182,25 @@ def test_questions_without_stored_predictions_say_what_to_do(store):
         ea.confusion_matrix(store, "nope@1")
     with pytest.raises(odinlab.UnknownImageError):
         ea.hardness(store, "cnn@1", ["no-such-image"])
+
+
+def test_label_errors_rank_every_image_and_flag_confident_learnings_estimate(noisy):
+    store, _, model_id, data = noisy
+    held_out = store.select("SELECT image_id FROM images WHERE split <> 'train'")
+    ranked = ea.label_errors(store, model_id, held_out)
+    assert ranked.height == len(held_out) and ranked["label_quality"].is_sorted()
+    probs = np.stack(store.predictions(model_id, ranked["image_id"])["probabilities"].to_numpy())
+    given = probs[np.arange(ranked.height), ranked["label"].to_numpy()]
+    np.testing.assert_allclose(ranked["label_quality"].to_numpy(), given, rtol=1e-6)  # self-confidence
+    noise = ea.label_noise(store, model_id, held_out)
+    assert ranked["flagged"].sum() == noise["estimated_errors"].sum() > 0
+    planted = set(np.array(data.ids)[data.label_noise]) & set(held_out["image_id"])
+    flagged = set(ranked.filter("flagged")["image_id"])
+    assert len(flagged & planted) / len(flagged) > 3 * len(planted) / len(held_out)  # far above chance
+    assert ea.label_errors(store, model_id, held_out, k=7)["image_id"].to_list() == ranked["image_id"][:7].to_list()
+    margin = ea.label_errors(store, model_id, held_out, method="normalized_margin")
+    assert margin["label_quality"].min() < 0 and set(margin["image_id"]) == set(ranked["image_id"])
+    with pytest.raises(OptionError, match="Methods: self_confidence, normalized_margin"):
+        ea.label_errors(store, model_id, held_out, method="entropy")
+    with pytest.raises(OptionError, match="k must be a positive int"):
+        ea.label_errors(store, model_id, held_out, k=0)
