@@ -10,16 +10,13 @@ message that the browser asks for when it renders.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import anywidget
-import numpy as np
 import polars as pl
-import traitlets
 
 from odinlab.errors import NotMaterializedError, OdinError, UnknownColumnError
-from odinlab.widgets.gallery import ThumbnailCache, _Callbacks, describe_images
+from odinlab.widgets.cards import CardsView
+from odinlab.widgets.gallery import ThumbnailCache, describe_images
 
 __all__ = ["ClusterView", "cluster_cards"]
 
@@ -76,7 +73,7 @@ def cluster_cards(clusters: pl.DataFrame, classes: list[str]) -> tuple[list[dict
     return cards, members
 
 
-class ClusterView(anywidget.AnyWidget):
+class ClusterView(CardsView):
     """The error clusters of ``model`` on ``images`` in ``layer``'s space, largest first.
 
     Each card shows the medoid's thumbnail, the cluster's size and its dominant (true →
@@ -97,31 +94,12 @@ class ClusterView(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("clusters.js")
     _css = Path(__file__).with_name("clusters.css")
 
-    message = traitlets.Unicode("").tag(sync=True)     # shown instead of the cards when not empty
-    title = traitlets.Unicode("").tag(sync=True)
-    cards = traitlets.List(traitlets.Dict()).tag(sync=True)
-    chosen = traitlets.Int(-1).tag(sync=True)          # the selected card (-1: none)
-    shown = traitlets.Bytes(b"").tag(sync=True)        # uint32 LE a card: selected members ("" = no selection)
-    shown_total = traitlets.Int(-1).tag(sync=True)     # images in the selection shown (-1: none)
-    thumb_size = traitlets.Int(64).tag(sync=True)
-    version = traitlets.Int(0).tag(sync=True)          # bumped when the cards change: the browser re-asks
-
     def __init__(self, store, model, layer: str = "head.fc1", images=None, *, clusters: pl.DataFrame | None = None,
                  n_clusters: int | None = None, seed: int = 0, thumb_size: int = 64,
                  thumbnails: ThumbnailCache | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.store = store
-        self.record = store.model(model)
+        super().__init__(store, model, thumb_size=thumb_size, thumbnails=thumbnails, **kwargs)
         self.layer = layer
-        self.thumb_size = int(thumb_size)
-        self._thumbs = thumbnails if thumbnails is not None and thumbnails.size == thumb_size else \
-            ThumbnailCache(store, thumb_size)
-        self._select_callbacks = _Callbacks()
-        self._quiet = False
-        self._members: list[list[str]] = []
         self.clusters = self._load(images, clusters, n_clusters, seed)
-        self.observe(self._on_chosen, names=["chosen"])
-        self.on_msg(self._on_message)
 
     def _load(self, images, clusters, n_clusters, seed) -> pl.DataFrame | None:
         model_id = self.record.model_id
@@ -152,69 +130,8 @@ class ClusterView(anywidget.AnyWidget):
             self.version += 1
         return clusters
 
-    # -- the browser -------------------------------------------------------------------------------
-
-    def thumbnails(self) -> tuple[dict, list[bytes]]:
-        """The message and medoid PNGs (in card order) that answer the browser's request."""
-        ids = [card["image_id"] for card in self.cards]
-        return {"kind": "thumbs", "version": self.version}, self._thumbs(ids)
-
-    def _on_message(self, widget, content, buffers) -> None:
-        if not isinstance(content, dict):
-            return
-        if content.get("kind") == "thumbs":
-            reply, pngs = self.thumbnails()
-            self.send(reply, buffers=pngs)
-        elif content.get("kind") == "click" and isinstance(content.get("index"), int):
-            self.click(content["index"])
-
-    def click(self, index: int) -> None:
-        """What a click on card ``index`` does: select its members (or clear, when it is chosen)."""
-        if 0 <= index < len(self._members):
-            self.chosen = -1 if self.chosen == index else index
-
-    def _on_chosen(self, change) -> None:
-        self._paint(self.selected_ids or None)
-        if not self._quiet:
-            self._select_callbacks(self.selected_ids)
-
-    def _paint(self, ids: list[str] | None) -> None:
-        """Count the shown selection's images in each card."""
-        if ids is None:
-            self.shown, self.shown_total = b"", -1
-            return
-        wanted = set(ids)
-        counts = np.array([sum(i in wanted for i in members) for members in self._members], "<u4")
-        self.shown, self.shown_total = counts.tobytes(), len(wanted)
-
-    # -- the contract ------------------------------------------------------------------------------
-
-    @property
-    def ids(self) -> list[str]:
-        """The members of every cluster, cluster by cluster (every mistake once)."""
-        return [i for members in self._members for i in members]
-
-    @property
-    def selected_ids(self) -> list[str]:
-        """The members of the chosen cluster ([] when none is chosen)."""
-        return list(self._members[self.chosen]) if 0 <= self.chosen < len(self._members) else []
-
-    def show_selection(self, ids: list[str] | None) -> None:
-        """Mark how many of ``ids`` each cluster holds (None clears); a selection that is exactly
-        one cluster's members marks that card chosen. No callbacks fire."""
-        ids = None if ids is None else [str(i) for i in ids]
-        self._quiet = True
-        try:
-            wanted = None if ids is None else set(ids)
-            exact = [k for k, members in enumerate(self._members) if wanted is not None and set(members) == wanted]
-            self.chosen = exact[0] if exact and wanted else -1
-            self._paint(ids)
-        finally:
-            self._quiet = False
-
-    def on_select(self, callback: Callable[[list[str]], None]) -> Callable:
-        """Call ``callback(ids)`` when the user clicks a cluster in the browser ([] when cleared)."""
-        return self._select_callbacks.add(callback)
+    def _thumb_ids(self) -> list[str]:
+        return [card["image_id"] for card in self.cards]  # the medoids
 
     def __repr__(self) -> str:
         return f"<ClusterView {self.record.model_id} {self.layer}: {len(self.cards)} clusters>"

@@ -26,7 +26,6 @@ store.materialize('cnn@1', ['head.fc1'], images='test')
 from __future__ import annotations
 
 import html
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 

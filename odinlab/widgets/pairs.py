@@ -8,17 +8,14 @@ custom message (a then b, card by card) that the browser asks for when it render
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import anywidget
-import numpy as np
 import polars as pl
-import traitlets
 
 from odinlab.errors import BoundaryError, OdinError, UnknownColumnError
 from odinlab.widgets.clusters import _class_name
-from odinlab.widgets.gallery import ThumbnailCache, _Callbacks
+from odinlab.widgets.cards import CardsView
+from odinlab.widgets.gallery import ThumbnailCache
 
 __all__ = ["PairsView", "pair_cards"]
 
@@ -51,7 +48,7 @@ def pair_cards(pairs: pl.DataFrame, classes: list[str]) -> list[dict]:
     return cards
 
 
-class PairsView(anywidget.AnyWidget):
+class PairsView(CardsView):
     """The ``n`` closest pairs of images across a decision boundary of ``model`` in ``embedding``
     (a fitted :class:`~odinlab.sampling.Embedding`), as a gallery of pairs.
 
@@ -70,29 +67,13 @@ class PairsView(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("pairs.js")
     _css = Path(__file__).with_name("pairs.css")
 
-    message = traitlets.Unicode("").tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
-    cards = traitlets.List(traitlets.Dict()).tag(sync=True)
-    chosen = traitlets.Int(-1).tag(sync=True)          # the selected pair (-1: none)
-    shown = traitlets.Bytes(b"").tag(sync=True)        # uint8 a pair: 0, 1 or 2 images selected ("" = none)
-    shown_total = traitlets.Int(-1).tag(sync=True)     # images in the selection shown (-1: none)
-    thumb_size = traitlets.Int(64).tag(sync=True)
-    version = traitlets.Int(0).tag(sync=True)
+    _count_dtype = "u1"  # 0, 1 or 2 images of a pair selected
 
     def __init__(self, store, model, embedding=None, *, n: int = 20, k: int = 5, pairs: pl.DataFrame | None = None,
                  thumb_size: int = 64, thumbnails: ThumbnailCache | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.store = store
-        self.record = store.model(model)
+        super().__init__(store, model, thumb_size=thumb_size, thumbnails=thumbnails, **kwargs)
         self.embedding = embedding
-        self.thumb_size = int(thumb_size)
-        self._thumbs = thumbnails if thumbnails is not None and thumbnails.size == thumb_size else \
-            ThumbnailCache(store, thumb_size)
-        self._select_callbacks = _Callbacks()
-        self._quiet = False
         self.pairs = self._load(pairs, n, k)
-        self.observe(self._on_chosen, names=["chosen"])
-        self.on_msg(self._on_message)
 
     def _load(self, pairs, n: int, k: int) -> pl.DataFrame | None:
         if pairs is None:
@@ -123,78 +104,15 @@ class PairsView(anywidget.AnyWidget):
             self.message = (f"No boundary pairs: no two nearby images are predicted differently by "
                             f"{self.record.model_id} (it predicts one class for all of them, or k={k} is too small).")
             return pairs
+        self._members = [[card["a"]["image_id"], card["b"]["image_id"]] for card in cards]
         with self.hold_trait_notifications():
             self.title = f"{len(cards)} closest pairs across a decision boundary of {self.record.model_id}"
             self.cards = cards
             self.version += 1
         return pairs
 
-    # -- the browser -------------------------------------------------------------------------------
-
-    def thumbnails(self) -> tuple[dict, list[bytes]]:
-        """The message and PNGs (a then b, pair by pair) that answer the browser's request."""
-        ids = [card[side]["image_id"] for card in self.cards for side in ("a", "b")]
-        return {"kind": "thumbs", "version": self.version}, self._thumbs(ids)
-
-    def _on_message(self, widget, content, buffers) -> None:
-        if not isinstance(content, dict):
-            return
-        if content.get("kind") == "thumbs":
-            reply, pngs = self.thumbnails()
-            self.send(reply, buffers=pngs)
-        elif content.get("kind") == "click" and isinstance(content.get("index"), int):
-            self.click(content["index"])
-
-    def click(self, index: int) -> None:
-        """What a click on pair ``index`` does: select both images (or clear, when it is chosen)."""
-        if 0 <= index < len(self.cards):
-            self.chosen = -1 if self.chosen == index else index
-
-    def _on_chosen(self, change) -> None:
-        self._paint(self.selected_ids or None)
-        if not self._quiet:
-            self._select_callbacks(self.selected_ids)
-
-    def _paint(self, ids: list[str] | None) -> None:
-        if ids is None:
-            self.shown, self.shown_total = b"", -1
-            return
-        wanted = set(ids)
-        counts = [(c["a"]["image_id"] in wanted) + (c["b"]["image_id"] in wanted) for c in self.cards]
-        self.shown, self.shown_total = np.array(counts, np.uint8).tobytes(), len(wanted)
-
-    # -- the contract ------------------------------------------------------------------------------
-
-    @property
-    def ids(self) -> list[str]:
-        """The images of the pairs, a then b, pair by pair."""
-        return [card[side]["image_id"] for card in self.cards for side in ("a", "b")]
-
-    @property
-    def selected_ids(self) -> list[str]:
-        """The two images of the chosen pair ([] when none is chosen)."""
-        if not 0 <= self.chosen < len(self.cards):
-            return []
-        card = self.cards[self.chosen]
-        return [card["a"]["image_id"], card["b"]["image_id"]]
-
-    def show_selection(self, ids: list[str] | None) -> None:
-        """Mark the pairs holding any of ``ids`` (None clears); a selection that is exactly one
-        pair marks that pair chosen. No callbacks fire."""
-        ids = None if ids is None else [str(i) for i in ids]
-        self._quiet = True
-        try:
-            wanted = None if ids is None else set(ids)
-            exact = [k for k, c in enumerate(self.cards)
-                     if wanted is not None and {c["a"]["image_id"], c["b"]["image_id"]} == wanted]
-            self.chosen = exact[0] if exact else -1
-            self._paint(ids)
-        finally:
-            self._quiet = False
-
-    def on_select(self, callback: Callable[[list[str]], None]) -> Callable:
-        """Call ``callback(ids)`` when the user clicks a pair in the browser ([] when cleared)."""
-        return self._select_callbacks.add(callback)
+    def _thumb_ids(self) -> list[str]:
+        return self.ids  # a then b, pair by pair
 
     def __repr__(self) -> str:
         return f"<PairsView {self.record.model_id}: {len(self.cards)} pairs>"
