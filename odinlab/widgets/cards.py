@@ -51,8 +51,9 @@ class CardsView(anywidget.AnyWidget):
         self.on_msg(self._on_message)
 
     def _thumb_ids(self) -> list[str]:
-        """The ids whose thumbnails the browser shows, in the order its JS reads them."""
-        raise NotImplementedError
+        """The ids whose thumbnails the browser shows, in the order its JS reads them: each
+        subclass says (ClusterView: the medoids; PairsView: a then b)."""
+        raise NotImplementedError(f"{type(self).__name__} must say which images have thumbnails (_thumb_ids)")
 
     # -- the browser -------------------------------------------------------------------------------
 

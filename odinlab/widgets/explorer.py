@@ -37,7 +37,7 @@ from odinlab.widgets.clusters import ClusterView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.boundary import BoundaryViews
 from odinlab.widgets.detail import DetailView
-from odinlab.widgets.gallery import GalleryView, ThumbnailCache
+from odinlab.widgets.gallery import GalleryView, ThumbnailCache, predicted_names
 from odinlab.widgets.links import SelectionHub
 from odinlab.widgets.pairs import PairsView
 from odinlab.widgets.scatter import ScatterView
@@ -254,10 +254,8 @@ class Explorer(BoundaryViews):
     def _frame(self, preds: pl.DataFrame) -> pl.DataFrame:
         """One row per explored image: image_id, x, y, prediction columns, label, metadata."""
         coords = self.embedding.frame().select("image_id", "x", "y")
-        classes = list(self.record.classes)
         prediction = preds.select("image_id", *PREDICTION_COLUMNS).unique("image_id", maintain_order=True)
-        prediction = prediction.with_columns(predicted_name=pl.col("predicted").map_elements(
-            lambda i: classes[i] if 0 <= i < len(classes) else None, return_dtype=pl.String))
+        prediction = prediction.with_columns(predicted_name=predicted_names(self.record.classes))
         base = self.images.frame
         return (base.select("image_id").join(coords, on="image_id", how="left", maintain_order="left")
                 .join(prediction, on="image_id", how="left", maintain_order="left")

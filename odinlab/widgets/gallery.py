@@ -54,6 +54,17 @@ def materialize_hint(model_id: str, images_text: str) -> str:
     return f"store.materialize({model_id!r}, images={images_text})"
 
 
+def predicted_names(classes) -> pl.Expr:
+    """The class name of each ``predicted`` index (null outside the classes), vectorized.
+
+    >>> pl.DataFrame({"predicted": [1, 0, 7]}).select(predicted_names(["cat", "dog"]))["predicted"].to_list()
+    ['dog', 'cat', None]
+    """
+    classes = list(classes)
+    return pl.col("predicted").replace_strict(list(range(len(classes))), classes, default=None,
+                                              return_dtype=pl.String)
+
+
 def describe_images(images) -> str:
     """How to write ``images`` back in a call: a split or SQL as a string, anything else as a name."""
     if images is None:
@@ -209,11 +220,8 @@ class GalleryView(anywidget.AnyWidget):
         # the pixel rows travel hidden beside the items, so a page's thumbnails need no id lookup
         base = selection.frame.with_columns(pl.Series(ROW, selection.rows)).unique("image_id", maintain_order=True)
         preds = self.store.predictions(self.record, selection).unique("image_id", maintain_order=True)
-        classes = list(self.record.classes)
-        names = pl.col("predicted").replace_strict(list(range(len(classes))), classes, default=None,
-                                                   return_dtype=pl.String)
         preds = preds.select("image_id", "predicted", "confidence", "margin", "loss", "correct",
-                             "probabilities").with_columns(predicted_name=names)
+                             "probabilities").with_columns(predicted_name=predicted_names(self.record.classes))
         frame = base.join(preds, on="image_id", how="left", maintain_order="left")
         # 1 - p(given label): confident learning ranks suspected label errors by it (odinlab.debug.label_errors)
         frame = frame.with_columns(label_error=1.0 - pl.col("probabilities").arr.get(pl.col("label"), null_on_oob=True)
