@@ -110,26 +110,42 @@ def shapes(
     spurious_rate: float = 0.0,
     seed: int = 0,
     split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    test_cue_rate: float | None = None,
 ) -> ImageData:
     """Coloured shapes on dark textured backgrounds, optionally with planted bugs.
 
     A fraction `label_noise` of labels is flipped to another class, and when
     `spurious_class` is given a fraction `spurious_rate` of that class (plus
-    ~1% of the rest) gets a white square in the top-left corner.
+    ~1% of the rest) gets a white square in the top-left corner, and the
+    metadata column ``source`` says ``"archive"`` for exactly those images
+    (``"camera"`` for the rest): the kind of provenance column that gives a
+    shortcut away. `test_cue_rate` shifts the test split: there the square is
+    drawn on that share of every class alike, so a model that learned the
+    shortcut makes cue-driven mistakes on it.
 
     Example:
         >>> data = shapes(n=100, size=32, label_noise=0.1, spurious_class=0, spurious_rate=0.9)
         >>> data.images.shape, int(data.label_noise.sum()), data.cue_box
         ((100, 3, 32, 32), 10, (1, 1, 4, 4))
+        >>> bool((data.metadata["source"] == "archive").to_numpy()[data.spurious].all())
+        True
     """
     classes = _check_shapes_args(n, size, classes, label_noise, spurious_class, spurious_rate, seed, split)
+    if test_cue_rate is not None and (spurious_class is None or not 0.0 <= test_cue_rate <= 1.0):
+        raise OptionError(f"test_cue_rate must be in [0, 1] and needs spurious_class, got {test_cue_rate!r} "
+                          f"with spurious_class={spurious_class!r}")
     # Independent streams per purpose, so e.g. adding label noise does not move the shapes.
-    params_ss, noise_ss, cue_ss, split_ss, pixels_ss = np.random.SeedSequence(seed).spawn(5)
+    # (spawn(6)[:5] equals spawn(5): the sixth stream, for the test shift, moves nothing else.)
+    params_ss, noise_ss, cue_ss, split_ss, pixels_ss, shift_ss = np.random.SeedSequence(seed).spawn(6)
     params = _draw_shape_params(n, size, len(classes), np.random.default_rng(params_ss))
     true_labels = params["label"]
     labels, flipped = _flip_labels(true_labels, len(classes), label_noise, np.random.default_rng(noise_ss))
     spurious = _choose_cue_carriers(true_labels, spurious_class, spurious_rate, np.random.default_rng(cue_ss))
     cue_box = _cue_box(size) if spurious_class is not None else None
+    split_of = _random_split(n, split, np.random.default_rng(split_ss))
+    if test_cue_rate is not None:
+        test = split_of == "test"
+        spurious[test] = np.random.default_rng(shift_ss).random(int(test.sum())) < test_cue_rate
 
     images = _render_all(params, classes, size, pixels_ss)
     if cue_box is not None:
@@ -140,10 +156,12 @@ def shapes(
         "center_x": params["cx"] / size, "center_y": params["cy"] / size,
         "brightness": images.reshape(n, -1).mean(axis=1) / 255.0,
     })
+    if cue_box is not None:
+        metadata = metadata.with_columns(source=pl.Series(np.where(spurious, "archive", "camera")))
     return ImageData(
         images=images, labels=labels, classes=classes,
         ids=tuple(f"shapes-{i:06d}" for i in range(n)),
-        split=_random_split(n, split, np.random.default_rng(split_ss)),
+        split=split_of,
         metadata=metadata, true_labels=true_labels, label_noise=flipped,
         spurious=spurious, cue_box=cue_box,
     )

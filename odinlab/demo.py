@@ -36,19 +36,17 @@ def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinl
     echo(f"Ingested {store.images.height} digits (8×8, 10 classes) into {store.url}")
 
     v1 = SmallCNN(in_channels=1, num_classes=10, width=V1_HYPERPARAMS["width"])
-    losses = fit(v1, store, "train", epochs=V1_HYPERPARAMS["epochs"], lr=V1_HYPERPARAMS["lr"])
+    fit(v1, store, "train", epochs=V1_HYPERPARAMS["epochs"], lr=V1_HYPERPARAMS["lr"])
     v1_id = store.register_model(v1, "digits-cnn", hyperparams=V1_HYPERPARAMS,
                                  description="trained from scratch")
-    store.record_experiment(v1_id, train_images="train", metrics={"loss": losses[-1]})
 
     # v2 is fine-tuned from v1 with the conv layers frozen: those tensors are stored once.
     v2 = store.load_weights(SmallCNN(in_channels=1, num_classes=10, width=V2_HYPERPARAMS["width"]), v1_id)
     v2.features.requires_grad_(False)
-    losses = fit(v2, store, "train", epochs=V2_HYPERPARAMS["epochs"], lr=V2_HYPERPARAMS["lr"],
+    fit(v2, store, "train", epochs=V2_HYPERPARAMS["epochs"], lr=V2_HYPERPARAMS["lr"],
                  weight_decay=V2_HYPERPARAMS["weight_decay"], seed=1)
     v2_id = store.register_model(v2, "digits-cnn", parent=v1_id, hyperparams=V2_HYPERPARAMS,
                                  description="v1 fine-tuned, conv layers frozen")
-    store.record_experiment(v2_id, train_images="train", metrics={"loss": losses[-1]})
 
     with warnings.catch_warnings(record=True) as caught:
         results = {(m, split): store.evaluate(net, split)

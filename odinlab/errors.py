@@ -171,6 +171,10 @@ class TestSetReuseWarning(UserWarning):
     __test__ = False  # not a pytest test class, despite the name
 
 
+class InSampleWarning(UserWarning):
+    """Label quality judged from a model's probabilities on images it trained on (it learned their labels)."""
+
+
 def closest(value: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the choices closest to ``value``, or ``""``.
 

@@ -16,7 +16,9 @@ def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float 
     """Train ``model`` with Adam on labelled store images; return the mean loss of each epoch.
 
     Only parameters with ``requires_grad`` are updated, so frozen layers stay bit-identical
-    (and are stored once when the new version is registered).
+    (and are stored once when the new version is registered). The store notes the run, and
+    registering the model records it as a ``train`` experiment with its images and settings,
+    so the store knows which images the version has seen (``out_of_sample`` in error analysis).
 
     >>> losses = fit(SmallCNN(), store, "train", epochs=2, progress=False)
     >>> len(losses), losses[1] < losses[0]
@@ -35,6 +37,9 @@ def fit(model: nn.Module, store, images="train", *, epochs: int = 10, lr: float 
     with threads_for(model):
         losses = _epochs(model, x, y, optimizer, generator, epochs, batch_size, progress)
     model.eval()
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}
+    store.note_training(model, selection, hyperparams=settings,
+                        metrics={"loss": losses[-1]} if losses else None, notes="odinlab.training.fit")
     return losses
 
 

@@ -15,13 +15,15 @@ import warnings
 import numpy as np
 import polars as pl
 
-from odinlab.errors import NotMaterializedError, OptionError
+from odinlab.errors import InSampleWarning, NotMaterializedError, OptionError
 from odinlab.store.layout import digest
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
 
 # Columns of stored predictions that per-image results keep, after the image's id and label.
-PREDICTION_COLUMNS = ("predicted", "predicted_name", "confidence", "margin", "loss", "correct")
+# ``held_out``/``predicted_by`` say whose probabilities: a fold model's held-out ones or the version's own.
+SOURCE_COLUMNS = ("held_out", "predicted_by")
+PREDICTION_COLUMNS = ("predicted", "predicted_name", "confidence", "margin", "loss", "correct", *SOURCE_COLUMNS)
 
 
 def confusion_matrix(store, model, images: ImageSelection = None) -> pl.DataFrame:
@@ -106,9 +108,12 @@ def label_errors(store, model, images: ImageSelection = None, *, k: int | None =
     the given label, or the normalized margin); ``flagged`` marks confident learning's estimate of
     the wrong labels (Northcutt et al., 2021: per class, as many of its lowest-scored images as the
     calibrated confident joint says are mislabelled); ``suggested`` is the most probable other class.
-    ``k`` keeps the top ``k``. ``out_of_sample`` says the model did not train on the image (from the
-    experiments' training sets): those probabilities are the ones to trust. The images' columns
-    (split, metadata) come last. :func:`label_noise` gives the estimated errors per class.
+    ``k`` keeps the top ``k``. Held-out probabilities from ``store.cross_validate`` are used where they
+    exist (``held_out``, ``predicted_by``); ``out_of_sample`` says the probabilities come from a model
+    that did not train on the image (held out, or outside every training run of the version and its
+    ancestors): only those are to be trusted, and an :class:`~odinlab.errors.InSampleWarning` says
+    how many are not. The images' columns (split, metadata) come last. :func:`label_noise` gives
+    the estimated errors per class.
 
     >>> _ = store.materialize(net, images="val", progress=False)
     >>> ranked = label_errors(store, "cnn@1", "val", k=5)
@@ -133,9 +138,11 @@ def label_errors(store, model, images: ImageSelection = None, *, k: int | None =
         suggested_name=_named(pl.Series(suggested, dtype=pl.Int64), record.classes),
         p_label=pl.Series(probs[np.arange(len(labels)), labels], dtype=pl.Float64),
         p_suggested=pl.Series(p_suggested, dtype=pl.Float64),
-        out_of_sample=~pl.col("image_id").is_in(_training_images(store, record).implode()),
+        out_of_sample=pl.col("held_out") | ~pl.col("image_id").is_in(_training_images(store, record).implode()),
     )
-    columns = ("label_quality", "flagged", "suggested", "suggested_name", "p_label", "p_suggested", "out_of_sample")
+    _warn_in_sample(scored, record)
+    columns = ("label_quality", "flagged", "suggested", "suggested_name", "p_label", "p_suggested", "out_of_sample",
+               *SOURCE_COLUMNS)
     ranked = _per_image(scored, selection, columns).sort(["label_quality", "p_suggested"], descending=[False, True],
                                                          maintain_order=True)
     return ranked if k is None else ranked.head(k)
@@ -282,9 +289,21 @@ def _probabilities(frame: pl.DataFrame) -> np.ndarray:
 
 
 def _training_images(store, record: ModelRecord) -> pl.Series:
-    runs = store.experiments.filter((pl.col("model_id") == record.model_id) & pl.col("train_set").is_not_null())
+    """Every image the version learned from: its training runs' and its ancestors' (fine-tuning keeps them)."""
+    lineage = [record.model_id, *record.lineage]
+    runs = store.experiments.filter(pl.col("model_id").is_in(lineage) & pl.col("train_set").is_not_null())
     sets = store.image_sets.filter(pl.col("set_id").is_in(runs["train_set"].implode()))
     return sets["image_id"].unique()
+
+
+def _warn_in_sample(scored: pl.DataFrame, record: ModelRecord) -> None:
+    in_sample = scored.height - int(scored["out_of_sample"].sum())
+    if in_sample:
+        warnings.warn(
+            f"{in_sample} of these {scored.height} images are in the training set of {record.model_id} (or of an "
+            "ancestor) and have no held-out probabilities: a model that learned a wrong label is sure of it, so "
+            f"their label quality is overrated. Run store.cross_validate(MyNet, images, model={record.model_id!r}) "
+            "first to judge them out of sample.", InSampleWarning, stacklevel=3)
 
 
 __all__ = ["confident_mistakes", "confusion_figure", "confusion_matrix", "error_exemplars", "hardness",

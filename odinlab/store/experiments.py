@@ -32,6 +32,13 @@ class ExperimentLog:
         self._backend = backend
         self._images = images
         self._models = models
+        models.on_trained = self._record_training
+
+    def _record_training(self, model_id: str, run) -> str:
+        """Record a noted training run (:meth:`ModelRegistry.note_training`) of a newly registered version."""
+        hyperparams = {**self._models.record(model_id).hyperparams, **run.hyperparams}
+        return self.record(model_id, kind="train", train_images=list(run.image_ids), hyperparams=hyperparams,
+                           metrics=run.metrics, notes=run.notes)
 
     @property
     def table(self) -> pl.DataFrame:
@@ -46,9 +53,9 @@ class ExperimentLog:
     def image_sets(self) -> pl.DataFrame:
         """Image sets of experiments in long form (set_id, image_id), for joins with ``images``.
 
-        >>> _ = store.evaluate(net, "val")
-        >>> store.image_sets.height
-        269
+        >>> _ = store.evaluate(net, "val")  # its image set joins the one fit trained on
+        >>> store.image_sets.group_by("set_id").len()["len"].sort().to_list()
+        [269, 1258]
         """
         return self._backend.tables.read("image_sets")
 
@@ -65,7 +72,7 @@ class ExperimentLog:
         whose test images include the test split counts as a look at the test set.
 
         >>> store.record_experiment("cnn@1", train_images="train", metrics={"loss": 0.2})
-        'exp-00001'
+        'exp-00002'
         """
         self._backend.check_writable()
         record = self._models.record(model)
@@ -105,7 +112,7 @@ class ExperimentLog:
 
         >>> result = store.evaluate(net, "val")
         >>> result.select("experiment_id", "model_id", "n_test").row(0), result["accuracy"][0] > 0.5
-        (('exp-00001', 'cnn@1', 269), True)
+        (('exp-00002', 'cnn@1', 269), True)
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
@@ -133,7 +140,7 @@ class ExperimentLog:
         >>> _ = store.evaluate(net, "val")
         >>> m = store.metrics()
         >>> m.filter(pl.col("metric") == "accuracy").select("experiment_id", "class").row(0)
-        ('exp-00001', None)
+        ('exp-00002', None)
         >>> m.filter(pl.col("metric") == "recall").height
         10
         """

@@ -7,6 +7,7 @@ Row-aligned arrays live in the Zarr group ``arrays/`` and cached tables under ``
     models/<name>/v<N>/debug/<kind>/<digest>            cached per-image debug results
     models/<name>/v<N>/gradients/<layer>/<form>         per-sample gradients
     models/<name>/v<N>/samples/<sample>/<layer>/<variant>   a sample's compact copies
+    models/<name>/v<N>/heldout/<set>                    held-out probabilities (cross-validation)
     results/<name>/v<N>/<kind>-<digest>.parquet         cached tables
     models/<name>/v<N>.json                             weights manifest (outside arrays/)
 
@@ -22,7 +23,7 @@ import json
 from odinlab.store.fs import check_name
 from odinlab.store.records import ModelRecord
 
-AREAS = ("layers", "debug", "gradients", "samples")
+AREAS = ("layers", "debug", "gradients", "samples", "heldout")
 
 
 def split_model_id(model_id: str) -> tuple[str, int]:

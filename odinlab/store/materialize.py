@@ -23,7 +23,7 @@ from odinlab.store.arrays import ArraySpec, RowArray
 from odinlab.store.backend import Backend, writes
 from odinlab.store.images import ImageCatalog
 from odinlab.store.labelled import labelled
-from odinlab.store.layout import layer_path, model_root, predictions_path
+from odinlab.store.layout import area_path, layer_path, model_root, predictions_path
 from odinlab.store.models import ModelRef, ModelRegistry
 from odinlab.store.quantize import DTYPES
 from odinlab.store.records import ModelRecord
@@ -145,28 +145,65 @@ class Materializer:
             values = target.read(rows, ids=selection.ids)
         return labelled(values, selection.ids, name=layer, model_id=record.model_id)
 
-    def predictions(self, model: ModelRef, images: ImageSelection = None) -> pl.DataFrame:
+    def predictions(self, model: ModelRef, images: ImageSelection = None, *, held_out: bool = True) -> pl.DataFrame:
         """Materialized predictions joined to ``store.images``: predicted class, probability of
         each class, confidence, margin (top-1 minus top-2), loss against the label, correct.
 
+        Where ``store.cross_validate`` left held-out probabilities for an image (from the fold
+        model that did not train on it), those are used unless ``held_out=False``: ``held_out``
+        says which rows, ``predicted_by`` names the version whose probabilities they are.
+
         >>> _ = store.materialize(net, images="val", progress=False)
-        >>> store.predictions("cnn@1").select("predicted", "correct").height
-        269
+        >>> frame = store.predictions("cnn@1")
+        >>> frame.height, frame["held_out"].any(), frame["predicted_by"].unique().to_list()
+        (269, False, ['cnn@1'])
         """
         record = self._models.record(model)
         selection = self._images.select(images)
-        path, group = predictions_path(record), self._backend.arrays()
-        if path in group:
-            target = RowArray(group[path])
-            selection = selection[target.done_rows(selection.rows)]
-            rows = selection.rows
-            ids = selection.ids
-            probs = target.read(rows, ids=ids) if len(rows) else np.zeros((0, target.values.shape[1]), np.float32)
-            frame = _predictions_frame(record, selection.frame, probs, target.read_extra("loss", rows, ids=ids))
-        else:  # nothing materialized yet: the same columns, no rows
-            frame = _predictions_frame(record, selection.frame.head(0), np.zeros((0, 1), np.float32), np.zeros(0))
+        rows, ids = selection.rows, selection.ids
+        probs = np.zeros((len(rows), record.num_classes), np.float32)
+        loss = np.full(len(rows), np.nan, np.float32)
+        by = np.full(len(rows), None, dtype=object)
+        held = np.zeros(len(rows), bool)
+        for target, source in self._prediction_sources(record, held_out):
+            todo = np.flatnonzero(by == None)  # noqa: E711 (element-wise)
+            todo = todo[target.done_rows(rows[todo])]
+            if not len(todo):
+                continue
+            picked = [ids[i] for i in todo]
+            probs[todo] = target.read(rows[todo], ids=picked)
+            loss[todo] = target.read_extra("loss", rows[todo], ids=picked)
+            if source is None:
+                by[todo] = record.model_id
+            else:
+                folds = target.read_extra("fold", rows[todo], ids=picked).astype(np.int64)
+                by[todo] = np.asarray(source, dtype=object)[folds]
+                held[todo] = True
+        have = by != None  # noqa: E711
+        selection = selection[have]
+        frame = _predictions_frame(record, selection.frame, probs[have], loss[have]).with_columns(
+            held_out=pl.Series(held[have], dtype=pl.Boolean), predicted_by=pl.Series(by[have].tolist(), dtype=pl.String))
         return frame.join(selection.frame.unique("image_id", maintain_order=True), on="image_id", how="left",
                           maintain_order="left")
+
+    def _prediction_sources(self, record: ModelRecord, held_out: bool):
+        """(array, fold models or None) to read predictions from, best first: held-out sets (newest
+        first) before the version's own predictions."""
+        group, sources = self._backend.arrays(), []
+        sets_path = area_path(record, "heldout")
+        if held_out and sets_path in group:
+            found = []
+            for name in group[sets_path].group_keys():
+                try:
+                    target = RowArray(group[f"{sets_path}/{name}"])
+                except NotMaterializedError:  # being created by another process: not there yet
+                    continue
+                found.append((target.group.attrs.get("created_at", ""), target))
+            for _, target in sorted(found, key=lambda pair: pair[0], reverse=True):
+                sources.append((target, list(target.group.attrs.get("fold_models") or [])))
+        if predictions_path(record) in group:
+            sources.append((RowArray(group[predictions_path(record)]), None))
+        return sources
 
     def materialized(self, model: ModelRef | None = None) -> pl.DataFrame:
         """What is stored per model version: array, layer, dtype, shape, images done, bytes, error.

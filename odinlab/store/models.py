@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
@@ -34,6 +36,16 @@ from odinlab.torch_helpers import evaluating, hooks, module_device
 ModelRef = str | ModelRecord | nn.Module
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run of a module, noted until the module is registered (then it is an experiment)."""
+
+    image_ids: tuple[str, ...]
+    hyperparams: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    notes: str | None = None
+
+
 class ModelRegistry:
     """Model versions, their weights and lineage, and the modules this session holds for them."""
 
@@ -44,6 +56,36 @@ class ModelRegistry:
         # compute on demand. Held until the store is closed: a module given to the store stays.
         # Per version, every module given for it with a fingerprint of its tensors, newest last.
         self._modules: dict[str, list[tuple[nn.Module, tuple]]] = {}
+        # Training runs of modules not registered yet (odinlab.training.fit notes them), and who
+        # records them once the module is registered: the experiment log sets ``on_trained``.
+        self._training: weakref.WeakKeyDictionary[nn.Module, list[TrainingRun]] = weakref.WeakKeyDictionary()
+        self.on_trained: Callable[[str, TrainingRun], object] | None = None
+
+    def note_training(self, module: nn.Module, images, *, hyperparams: dict | None = None,
+                      metrics: dict | None = None, notes: str | None = None) -> None:
+        """Note that ``module`` was trained on ``images``; registering it records the run.
+
+        ``odinlab.training.fit`` calls this; a custom training loop may too. The run becomes an
+        experiment (kind ``train``, with its image set) of the version the module is registered
+        as, which is how the store knows which predictions are in-sample.
+
+        >>> fresh = SmallCNN()
+        >>> store.note_training(fresh, "train", hyperparams={"epochs": 0})
+        >>> model_id = store.register_model(fresh, "untrained")
+        >>> store.experiments.filter(pl.col("model_id") == model_id).select("kind", "n_train").row(0)
+        ('train', 1258)
+        """
+        ids = tuple(self._images.select(images).ids)
+        run = TrainingRun(ids, dict(hyperparams or {}), dict(metrics or {}), notes)
+        self._training.setdefault(module, []).append(run)
+
+    def noted_training(self, module: nn.Module) -> list[TrainingRun]:
+        """The training runs noted for ``module`` and not recorded yet."""
+        return list(self._training.get(module, []))
+
+    def pop_training(self, module: nn.Module) -> list[TrainingRun]:
+        """The training runs noted for ``module`` and not recorded yet, forgotten here."""
+        return self._training.pop(module, [])
 
     @property
     def table(self) -> pl.DataFrame:
@@ -87,6 +129,7 @@ class ModelRegistry:
             if existing is None:
                 raise self._unlinked_error(name)
             self._attach(existing, module)
+            self._record_training(existing, module)
             return existing
         if parent_record is not None:  # a derived version takes its parent's interface by default
             input_shape = parent_record.input_shape if input_shape is None else input_shape
@@ -110,7 +153,13 @@ class ModelRegistry:
             "description": description,
         }], schema=self.table.schema))
         self._attach(model_id, module)
+        self._record_training(model_id, module)
         return model_id
+
+    def _record_training(self, model_id: str, module: nn.Module) -> None:
+        if self.on_trained is not None:
+            for run in self.pop_training(module):
+                self.on_trained(model_id, run)
 
     def record(self, model: ModelRef) -> ModelRecord:
         """The frozen record of a version, from ``"name@N"``, ``"name"`` (latest), a record or a module.

@@ -27,6 +27,7 @@ import polars as pl
 import zarr
 
 from odinlab.errors import StoreError, closest
+from odinlab.store import crossval
 from odinlab.store import query as query_module
 from odinlab.store.backend import LOCK_TIMEOUT, MARKER, Backend, check_timeout
 from odinlab.store.experiments import ExperimentLog
@@ -56,6 +57,15 @@ def _forward(component: str, method):
 
     forwarded = types.FunctionType(call.__code__, method.__globals__, name, None, call.__closure__)
     return functools.update_wrapper(forwarded, method)
+
+
+def _with_store(function):
+    """A Store method that calls ``function(self, ...)``, with its name and docs (found once, as above)."""
+    def call(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+
+    forwarded = types.FunctionType(call.__code__, function.__globals__, function.__name__, None, call.__closure__)
+    return functools.update_wrapper(forwarded, function)
 
 
 class Store:
@@ -232,6 +242,7 @@ class Store:
         return self._models.table
 
     register_model = _forward("_models", ModelRegistry.register)
+    note_training = _forward("_models", ModelRegistry.note_training)
     model = _forward("_models", ModelRegistry.record)
     module = _forward("_models", ModelRegistry.module)
     resolve_model = _forward("_models", ModelRegistry.resolve)
@@ -270,6 +281,9 @@ class Store:
     predictions = _forward("_materializer", Materializer.predictions)
     materialized = _forward("_materializer", Materializer.materialized)
     layer_array = _forward("_materializer", Materializer.layer_array)
+
+
+    cross_validate = _with_store(crossval.cross_validate)
 
 
 def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a", *, create: bool = False,

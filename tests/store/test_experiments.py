@@ -32,7 +32,7 @@ def test_evaluate_records_metrics_that_match_a_direct_computation(trained):
     assert result.height == 1 and result["model_id"][0] == model_id and result["n_test"][0] == 20
     assert result["accuracy"][0] == pytest.approx(expected["accuracy"])
     assert result["loss"][0] == pytest.approx(loss, rel=1e-5)
-    row = store.experiments.row(0, named=True)
+    row = store.experiments.row(-1, named=True)  # the first row is fit's training run
     assert result.row(0, named=True) == row  # evaluate returns the row it recorded
     assert row["kind"] == "eval" and row["n_test"] == 20 and row["test_splits"] == ["val"]
     assert row["confusion"] == expected["confusion"] and row["f1"] == pytest.approx(expected["f1"])
@@ -63,8 +63,8 @@ def test_experiment_image_sets_join_to_images_in_sql(trained):
         SELECT e.experiment_id, i.split, COUNT(*) AS n
         FROM experiments e JOIN image_sets s ON s.set_id = e.train_set
         JOIN images i ON i.image_id = s.image_id GROUP BY e.experiment_id, i.split""")
-    assert joined.rows() == [("exp-00001", "train", 20)]
-    row = store.experiments.row(0, named=True)
+    assert sorted(joined.rows()) == [("exp-00001", "train", 20), ("exp-00002", "train", 20)]
+    row = store.experiments.row(-1, named=True)
     assert row["loss"] == 0.5 and json.loads(row["metrics"]) == {"note": "x"}
 
 
@@ -82,7 +82,7 @@ def test_test_split_looks_are_counted_per_lineage_and_reuse_after_tuning_warns(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # another lineage has its own count
         store.evaluate(store.load_weights(SmallCNN(1, 3, width=4), other), "test", model_id=other)
-    table = store.experiments.select("model_id", "test_look", "test_reuse").rows()
+    table = store.experiments.filter(pl.col("kind") == "eval").select("model_id", "test_look", "test_reuse").rows()
     assert table == [("cnn@1", 1, False), ("cnn@1", 2, False), ("cnn@1", None, None),
                      ("cnn@2", 3, True), ("other@1", 1, False)]
 
@@ -92,7 +92,28 @@ def test_changed_hyperparameters_on_the_same_version_also_count(trained):
     store.evaluate(net, "test")
     with pytest.warns(odinlab.TestSetReuseWarning):
         store.evaluate(net, "test", hyperparams={"lr": 0.02, "epochs": 3})
-    assert store.experiments["test_reuse"].to_list() == [False, True]
+    assert store.experiments.filter(pl.col("kind") == "eval")["test_reuse"].to_list() == [False, True]
+
+
+def test_fit_then_register_records_the_training_run_with_its_images_and_settings(trained):
+    store, net, model_id = trained
+    run = store.experiments.row(0, named=True)
+    assert (run["model_id"], run["kind"], run["n_train"], run["test_set"]) == (model_id, "train", 20, None)
+    trained_on = store.image_sets.filter(pl.col("set_id") == run["train_set"])["image_id"].sort().to_list()
+    assert trained_on == sorted(store.select("train").ids)
+    assert json.loads(run["hyperparams"]) == {"lr": 0.01, "epochs": 3, "batch_size": 64, "weight_decay": 0.0,
+                                              "seed": 0}
+    assert run["loss"] > 0 and run["notes"] == "odinlab.training.fit"
+    store.register_model(net, "cnn")  # the same weights again: the run is recorded once
+    assert store.experiments.filter(pl.col("kind") == "train").height == 1
+
+
+def test_a_module_trained_twice_before_registering_records_both_runs(tiny_store):
+    net = SmallCNN(1, 3, width=4)
+    fit(net, tiny_store, "train", epochs=1, progress=False)
+    fit(net, tiny_store, "val", epochs=1, progress=False)
+    tiny_store.register_model(net, "twice")
+    assert tiny_store.experiments.select("kind", "n_train").rows() == [("train", 20), ("train", 20)]
 
 
 def test_evaluate_refuses_unlabelled_images_and_leaves_no_experiment(store):
