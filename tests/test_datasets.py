@@ -169,6 +169,27 @@ def test_spurious_cue_correlates_with_class_but_is_not_a_rule(noisy_shapes):
     assert 0 < noisy_shapes.spurious[~in_class].mean() == pytest.approx(0.01, abs=0.003)
 
 
+def test_source_metadata_marks_exactly_the_cue_carriers(noisy_shapes):
+    source = noisy_shapes.metadata["source"].to_numpy()
+    assert ((source == "archive") == noisy_shapes.spurious).all()
+    assert set(source) == {"archive", "camera"}
+    assert "source" not in shapes(n=50, seed=0).metadata.columns  # no cue, no provenance column
+
+
+def test_test_cue_rate_draws_the_cue_on_every_class_of_the_test_split_only():
+    plain = shapes(n=4000, spurious_class=1, spurious_rate=0.8, seed=7)
+    shifted = shapes(n=4000, spurious_class=1, spurious_rate=0.8, seed=7, test_cue_rate=0.3)
+    test = shifted.split == "test"
+    np.testing.assert_array_equal(shifted.spurious[~test], plain.spurious[~test])
+    np.testing.assert_array_equal(shifted.labels, plain.labels)
+    for label in range(5):
+        in_class = test & (shifted.true_labels == label)
+        assert shifted.spurious[in_class].mean() == pytest.approx(0.3, abs=0.08)
+    top, left, height, width = shifted.cue_box
+    patch = shifted.images[test][:, :, top:top + height, left:left + width]
+    assert (patch[shifted.spurious[test]] == 255).all()
+
+
 def test_cue_box_scales_with_image_size():
     assert shapes(n=20, size=64, spurious_class=0, spurious_rate=1.0).cue_box == (2, 2, 8, 8)
 
@@ -190,6 +211,8 @@ def test_cue_box_scales_with_image_size():
         ({"classes": ("circle", "circle")}, "repeat"),
         ({"split": (0.5, 0.2, 0.2)}, "sum"),
         ({"seed": -1}, "seed"),
+        ({"test_cue_rate": 0.3}, "needs spurious_class"),
+        ({"test_cue_rate": 1.5, "spurious_class": 0}, "test_cue_rate must be in"),
     ],
 )
 def test_shapes_rejects_bad_arguments_with_helpful_message(kwargs, message):
