@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from odinlab.errors import LabelError, OptionError, TestSetReuseWarning
+from odinlab.errors import LabelError, OptionError, TestSetReuseWarning, listing
 from odinlab.store.backend import Backend, writes
 from odinlab.store.images import ImageCatalog
 from odinlab.store.metrics import classification_metrics
@@ -38,7 +38,7 @@ class ExperimentLog:
         """Record a noted training run (:meth:`ModelRegistry.note_training`) of a newly registered version."""
         hyperparams = {**self._models.record(model_id).hyperparams, **run.hyperparams}
         return self.record(model_id, kind="train", train_images=list(run.image_ids), hyperparams=hyperparams,
-                           metrics=run.metrics, notes=run.notes)
+                           metrics=run.metrics, notes=run.notes, labels=run.label_set)
 
     @property
     def table(self) -> pl.DataFrame:
@@ -63,13 +63,15 @@ class ExperimentLog:
     def record(self, model: ModelRef, *, kind: str = "train",
                           train_images: ImageSelection = None, test_images: ImageSelection = None,
                           hyperparams: dict | None = None, metrics: dict | None = None,
-                          notes: str | None = None) -> str:
+                          notes: str | None = None, labels: str | None = None) -> str:
         """Record a run of a model version and return its experiment id.
 
         ``train_images``/``test_images`` are image selections (split, ids or frame); ``metrics``
         may hold accuracy, loss, precision, recall, f1, confusion and anything else (kept as
         JSON). Hyper-parameters default to the ones the version was registered with. A run
         whose test images include the test split counts as a look at the test set.
+        ``labels`` names the label set the run used (column ``label_set``; by default the one
+        its selections carry, None for the original labels).
 
         >>> store.record_experiment("cnn@1", train_images="train", metrics={"loss": 0.2})
         'exp-00002'
@@ -79,8 +81,9 @@ class ExperimentLog:
         model_id = record.model_id
         if hyperparams is None:
             hyperparams = dict(record.hyperparams)
-        train = self._images.select(train_images) if train_images is not None else None
-        test = self._images.select(test_images) if test_images is not None else None
+        train = self._images.select(train_images, labels=labels) if train_images is not None else None
+        test = self._images.select(test_images, labels=labels) if test_images is not None else None
+        label_set = _label_set(train, test)
         metrics = dict(metrics or {})
         known = {k: metrics.pop(k, None) for k in ("accuracy", "loss", "precision", "recall", "f1", "confusion")}
         hyper_json = json.dumps(hyperparams, sort_keys=True, default=str)
@@ -95,29 +98,33 @@ class ExperimentLog:
             "test_splits": None if test is None else sorted(test.frame["split"].drop_nulls().unique().to_list()),
             "hyperparams": hyper_json, **known,
             "metrics": json.dumps(metrics, default=str), "test_look": look, "test_reuse": reuse,
-            "notes": notes,
+            "notes": notes, "label_set": label_set,
         }
         self._backend.tables.append("experiments", pl.DataFrame([row], schema=self.table.schema))
         return experiment_id
 
     def evaluate(self, model: ModelRef, images: ImageSelection = TEST_SPLIT, *,
                  model_id: str | None = None, hyperparams: dict | None = None,
-                 batch_size: int = 256, notes: str | None = None) -> pl.DataFrame:
+                 batch_size: int = 256, notes: str | None = None, labels: str | None = None) -> pl.DataFrame:
         """Run a model on labelled images, record the metrics as an experiment, return its row.
 
         ``model`` is a module (its version found from its weights, or give ``model_id``, whose
         weights it must hold) or a version whose module this session holds. Metrics: accuracy,
         mean cross-entropy loss, per-class precision/recall/F1 and the confusion matrix
-        (``store.metrics`` has them long).
+        (``store.metrics`` has them long). ``labels`` names a label set to score against
+        (:meth:`~odinlab.Store.correct_labels`); the experiment records it in ``label_set``.
 
         >>> result = store.evaluate(net, "val")
         >>> result.select("experiment_id", "model_id", "n_test").row(0), result["accuracy"][0] > 0.5
         (('exp-00002', 'cnn@1', 269), True)
+        >>> _ = store.correct_labels(store.select("val").ids[:5], [0] * 5)
+        >>> store.evaluate(net, "val", labels="reviewed")["label_set"].to_list()
+        ['reviewed']
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
         record, module = self._models.record_and_module(model, model_id)
-        selected = self._images.select(images)
+        selected = self._images.select(images, labels=labels)
         unlabelled = int((selected.labels < 0).sum())
         if unlabelled:
             raise LabelError(
@@ -193,6 +200,16 @@ class ExperimentLog:
         if set_id not in self.image_sets["set_id"]:
             self._backend.tables.append("image_sets", pl.DataFrame({"set_id": set_id, "image_id": ids}))
         return set_id
+
+
+def _label_set(*selections: Selection | None) -> str | None:
+    """The label set a run's selections share (None: the original labels); two different ones are refused."""
+    sets = {s.label_set for s in selections if s is not None}
+    if len(sets) > 1:
+        used = listing(sorted(map(str, sets)))
+        raise OptionError(f"The train and test images of one run use different label sets ({used}); "
+                          "pass labels= to use one for both.")
+    return sets.pop() if sets else None
 
 
 def _user_stacklevel() -> int:

@@ -20,6 +20,8 @@ from odinlab.errors import (
 )
 from odinlab.store.arrays import read_rows
 from odinlab.store.backend import Backend
+from odinlab.store.labels import TABLE as CORRECTIONS
+from odinlab.store.labels import apply_label_set, check_label_set
 from odinlab.store.pixels import to_model_input, to_rgb8
 from odinlab.store.query import looks_like_query
 from odinlab.store.selection import ImageSelection, Selection, describe
@@ -54,7 +56,7 @@ class ImageCatalog:
         """
         return list(self._backend.meta.get("classes", []))
 
-    def select(self, images: ImageSelection = None) -> Selection:
+    def select(self, images: ImageSelection = None, *, labels: str | None = None) -> Selection:
         """Resolve an image selection once, into a :class:`~odinlab.store.selection.Selection`.
 
         ``images`` is None (all), a split name, an image id, a list of ids, a frame or Series
@@ -63,20 +65,31 @@ class ImageCatalog:
         that takes ``images=`` accepts the same, so resolve once and pass the selection on.
         Unknown ids and splits are refused with what the store has.
 
+        ``labels`` names a label set (:meth:`~odinlab.Store.correct_labels`): the selection's
+        ``label`` and ``label_name`` are then the set's, and so are the labels an expression
+        filters on (SQL reads the tables as stored). None keeps a selection's own labels, and
+        gives the original labels otherwise.
+
         >>> store.select("test")
         <Selection of 270 images 'test' from 'memory://...'>
         >>> len(store.select("SELECT image_id FROM images WHERE label = 3 AND split = 'val'"))
         27
         >>> len(store.select((pl.col("split") == "val") & (pl.col("label_name") == "3")))
         27
+        >>> _ = store.correct_labels(["digits-0000"], ["8"])
+        >>> store.select(["digits-0000"], labels="reviewed").labels, store.select(["digits-0000"]).labels
+        (array([8]), array([0]))
         """
         if isinstance(images, Selection):
             if images.store_url != self._backend.url:
                 raise SelectionError(f"This selection was made in the store at {images.store_url!r}, "
                                      f"not this one ({self._backend.url!r}); select again here.")
-            return images
-        rows = self._select_rows(images)
-        return Selection(self._present(rows), rows[ROW].to_numpy(), self._backend.url, describe(images))
+            if labels is None or labels == images.label_set:
+                return images
+            again = self.select(pl.DataFrame({"image_id": images.ids}), labels=labels)  # same rows, the set's labels
+            return Selection(again.frame, again.rows, self._backend.url, images.description, labels)
+        rows = self._select_rows(images, labels)
+        return Selection(self._present(rows), rows[ROW].to_numpy(), self._backend.url, describe(images), labels)
 
     def pixels(self, images: ImageSelection = None) -> np.ndarray:
         """The pixels of the selected images, (N, C, H, W) in the order selected.
@@ -195,14 +208,14 @@ class ImageCatalog:
                 )
         return table
 
-    def _select_rows(self, images) -> pl.DataFrame:
-        table = self._rows()
+    def _select_rows(self, images, labels: str | None = None) -> pl.DataFrame:
+        table = self._rows() if labels is None else self._labelled_rows(labels)
         if images is None:
             return table
         if isinstance(images, pl.Expr):
             return self._filter(table, images)
         if isinstance(images, str):
-            return self._from_text(table, images)
+            return self._from_text(table, images, labels)
         if isinstance(images, pl.DataFrame):
             if "image_id" not in images.columns:
                 raise SelectionError(f"A frame given as images= needs an image_id column; it has {images.columns}.")
@@ -225,7 +238,13 @@ class ImageCatalog:
             )
         return found
 
-    def _from_text(self, table: pl.DataFrame, text: str) -> pl.DataFrame:
+    def _labelled_rows(self, label_set: str) -> pl.DataFrame:
+        """The images table (hidden row column included) with a label set's labels."""
+        corrections = self._backend.tables.read(CORRECTIONS)
+        check_label_set(corrections, label_set)
+        return apply_label_set(self._rows(), corrections, label_set)
+
+    def _from_text(self, table: pl.DataFrame, text: str, labels: str | None = None) -> pl.DataFrame:
         """An image id, else a split, else (if it reads like one) a SQL query returning image_id.
 
         Ids and splits come first, so that any id works, even one such as 'with love'.
@@ -241,7 +260,7 @@ class ImageCatalog:
                 raise UnknownImageError(
                     f"The query returned columns {result.columns}; select image_id to choose images."
                 )
-            return self._select_rows(result)
+            return self._select_rows(result, labels)
         splits = sorted(s for s in table["split"].unique().to_list() if s is not None)
         raise UnknownImageError(f"{text!r} is neither an image id nor a split. Splits: {listing(splits)}.")
 

@@ -44,6 +44,7 @@ class TrainingRun:
     hyperparams: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     notes: str | None = None
+    label_set: str | None = None  # the label set it trained on; None: the original labels
 
 
 class ModelRegistry:
@@ -62,12 +63,13 @@ class ModelRegistry:
         self.on_trained: Callable[[str, TrainingRun], object] | None = None
 
     def note_training(self, module: nn.Module, images, *, hyperparams: dict | None = None,
-                      metrics: dict | None = None, notes: str | None = None) -> None:
+                      metrics: dict | None = None, notes: str | None = None, labels: str | None = None) -> None:
         """Note that ``module`` was trained on ``images``; registering it records the run.
 
         ``odinlab.training.fit`` calls this; a custom training loop may too. The run becomes an
         experiment (kind ``train``, with its image set) of the version the module is registered
-        as, which is how the store knows which predictions are in-sample.
+        as, which is how the store knows which predictions are in-sample. ``labels`` names the
+        label set trained on (default: the one a selection carries; None: the original labels).
 
         >>> fresh = SmallCNN()
         >>> store.note_training(fresh, "train", hyperparams={"epochs": 0})
@@ -75,8 +77,9 @@ class ModelRegistry:
         >>> store.experiments.filter(pl.col("model_id") == model_id).select("kind", "n_train").row(0)
         ('train', 1258)
         """
-        ids = tuple(self._images.select(images).ids)
-        run = TrainingRun(ids, dict(hyperparams or {}), dict(metrics or {}), notes)
+        selection = self._images.select(images, labels=labels)
+        run = TrainingRun(tuple(selection.ids), dict(hyperparams or {}), dict(metrics or {}), notes,
+                          selection.label_set)
         self._training.setdefault(module, []).append(run)
 
     def noted_training(self, module: nn.Module) -> list[TrainingRun]:

@@ -72,4 +72,4 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
 
 
-TABLES = ("images", "models", "experiments", "image_sets", "predictions")
+TABLES = ("images", "models", "experiments", "image_sets", "label_corrections", "predictions")

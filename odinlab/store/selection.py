@@ -23,6 +23,8 @@ class Selection:
     ``frame`` is the rows of ``store.images`` (image_id, split, label, label_name, metadata);
     ``rows`` are their positions in the store's row-aligned arrays (pixels, activations,
     attributions...), which is what array readers need; ``ids`` and ``labels`` are shortcuts.
+``label_set`` names the label set whose labels ``frame`` and ``labels`` hold (None: the
+original labels; ``store.select(images, labels="reviewed")`` makes one).
     Indexing with a slice, an integer array or a boolean mask gives a smaller selection; with a
     column name, that column of ``frame``.
 
@@ -33,14 +35,16 @@ class Selection:
     (10, 28)
     """
 
-    __slots__ = ("_frame", "_rows", "store_url", "description")
+    __slots__ = ("_frame", "_rows", "store_url", "description", "label_set")
 
-    def __init__(self, frame: pl.DataFrame, rows: np.ndarray, store_url: str, description: str = ""):
+    def __init__(self, frame: pl.DataFrame, rows: np.ndarray, store_url: str, description: str = "",
+                 label_set: str | None = None):
         self._frame = frame
         self._rows = np.asarray(rows, dtype=np.int64)
         self._rows.setflags(write=False)
         self.store_url = store_url
         self.description = description
+        self.label_set = label_set
 
     @property
     def frame(self) -> pl.DataFrame:
@@ -77,7 +81,7 @@ class Selection:
             if index.dtype == bool:
                 index = np.flatnonzero(index)
             frame, rows = self._frame[index.tolist()], self._rows[index]
-        return Selection(frame, rows, self.store_url, self.description)
+        return Selection(frame, rows, self.store_url, self.description, self.label_set)
 
     def where(self, mask: np.ndarray | pl.Series | pl.Expr) -> Selection:
         """The images of this selection where ``mask`` holds (a boolean array or expression).
@@ -108,10 +112,12 @@ class Selection:
 
     def __repr__(self) -> str:
         what = f" {self.description}" if self.description else ""
-        return f"<Selection of {len(self)} images{what} from {self.store_url!r}>"
+        labels = f" with labels {self.label_set!r}" if self.label_set is not None else ""
+        return f"<Selection of {len(self)} images{what}{labels} from {self.store_url!r}>"
 
     def _repr_html_(self) -> str:
-        return f"<p>{len(self)} images{' ' + self.description if self.description else ''}</p>" + \
+        labels = f" with labels {self.label_set!r}" if self.label_set is not None else ""
+        return f"<p>{len(self)} images{' ' + self.description if self.description else ''}{labels}</p>" + \
             self._frame._repr_html_()
 
 

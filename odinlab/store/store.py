@@ -10,6 +10,7 @@ of its methods forwards to one component, and each component receives only what 
     ExperimentLog    runs, image sets, metrics, the test-set guard      (backend, images, models)
     Materializer     predictions and activations                        (backend, images, models)
     ResultCache      cached debugging results (``store.results``)       (backend, images, models)
+    LabelBook        label corrections, label sets, undo                (backend, images, models)
 
 On disk (or under any fsspec URL) see :mod:`odinlab.store.layout` and the README.
 """
@@ -34,6 +35,7 @@ from odinlab.store.experiments import ExperimentLog
 from odinlab.store.fs import StoreFS
 from odinlab.store.images import ImageCatalog
 from odinlab.store.ingest import PENDING, Ingestor, settle_classes
+from odinlab.store.labels import LabelBook
 from odinlab.store.materialize import Materializer
 from odinlab.store.models import ModelRegistry
 from odinlab.store.results import ResultCache
@@ -84,6 +86,7 @@ class Store:
         self._experiments = ExperimentLog(backend, self._images, self._models)
         self._materializer = Materializer(backend, self._images, self._models)
         self.results = ResultCache(backend, self._images, self._models)  # locks its own writes
+        self._labels = LabelBook(backend, self._images, self._models)
         # Every write holds the store's writer lock: the components' writing methods are marked
         # @writes (see Backend.writing). evaluate's forward pass runs unlocked, its record locked.
         if PENDING in backend.meta and not backend.read_only:  # an ingest was killed as it committed
@@ -123,7 +126,7 @@ class Store:
         """Run SQL over the store's tables and return a polars DataFrame.
 
         Tables: ``images`` (with metadata columns), ``models``, ``experiments``, ``image_sets``,
-        and ``predictions`` (every materialized model version's predictions). Only these: table
+        ``label_corrections`` and ``predictions`` (every materialized model version's predictions). Only these: table
         functions that read files (``read_csv(...)``) are refused with a :class:`~odinlab.QueryError`.
 
         >>> store.sql("SELECT split, COUNT(*) AS n FROM images GROUP BY split ORDER BY split").rows()
@@ -284,6 +287,22 @@ class Store:
 
 
     cross_validate = _with_store(crossval.cross_validate)
+
+    # -- label corrections ----------------------------------------------------------------------
+
+    @property
+    def label_corrections(self) -> pl.DataFrame:
+        """Every label decision and undo, in commit order (see :mod:`odinlab.store.labels`).
+
+        >>> store.label_corrections.height
+        0
+        """
+        return self._labels.table
+
+    correct_labels = _forward("_labels", LabelBook.correct_labels)
+    keep_labels = _forward("_labels", LabelBook.keep_labels)
+    undo_correction = _forward("_labels", LabelBook.undo_correction)
+    label_set = _forward("_labels", LabelBook.label_set)
 
 
 def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a", *, create: bool = False,

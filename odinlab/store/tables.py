@@ -57,10 +57,30 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "test_look": pl.Int64,
         "test_reuse": pl.Boolean,
         "notes": pl.String,
+        "label_set": pl.String,  # the label set the run's labels came from; null: the original labels
     },
     # Image sets used by experiments, in long form so SQL can join them to images.
     "image_sets": {"set_id": pl.String, "image_id": pl.String},
+    # Reviewers' label decisions and their undos, never deleted (see odinlab.store.labels).
+    "label_corrections": {
+        "correction_id": pl.String,
+        "label_set": pl.String,
+        "image_id": pl.String,
+        "action": pl.String,
+        "old_label": pl.Int64,
+        "new_label": pl.Int64,
+        "who": pl.String,
+        "at": pl.Datetime("us", "UTC"),
+        "model_id": pl.String,
+        "score": pl.Float64,
+        "method": pl.String,
+        "note": pl.String,
+        "undoes": pl.String,
+    },
 }
+
+# Columns added to a table after stores were written without them: they read as nulls there.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"experiments": ("label_set",)}
 
 
 class Tables:
@@ -77,10 +97,17 @@ class Tables:
         self._cache: dict[str, pl.DataFrame] = {}
 
     def read(self, name: str) -> pl.DataFrame:
+        """The table, with the columns it gained since an older odinlab wrote it (as nulls).
+
+        >>> t = Tables(StoreFS("memory://tables-read-doc"))
+        >>> t.write("experiments", pl.DataFrame({"experiment_id": ["exp-00001"]}))  # an older table
+        >>> t.forget(); t.read("experiments")["label_set"].to_list()
+        [None]
+        """
         if name not in self._cache:
             parts = ("tables", f"{name}.parquet")
             if self._fs.exists(parts):
-                frame = pl.read_parquet(io.BytesIO(self._fs.read_bytes(parts)))
+                frame = _with_new_columns(name, pl.read_parquet(io.BytesIO(self._fs.read_bytes(parts))))
             else:
                 frame = pl.DataFrame(schema=SCHEMAS[name])
             self._cache[name] = frame
@@ -101,3 +128,12 @@ class Tables:
     def forget(self) -> None:
         """Drop cached frames so the next read sees changes made by other processes."""
         self._cache.clear()
+
+
+def _with_new_columns(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the columns added since the table's format that ``frame`` lacks, as nulls (older stores).
+
+    Only those: any other missing column is damage, and reads report it as before.
+    """
+    missing = {c: SCHEMAS[name][c] for c in ADDED_COLUMNS.get(name, ()) if c not in frame.columns}
+    return frame.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in missing.items()) if missing else frame
