@@ -5,7 +5,7 @@ Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
 :class:`~odinlab.widgets.links.SelectionHub`. Everything runs in the kernel: no server, no port.
 
 >>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
->>> from odinlab.widgets import ClusterView, PairsView, EstimateView
+>>> from odinlab.widgets import ClusterView, PairsView, EstimateView, ReviewQueue
 """
 
 from odinlab.widgets.clusters import ClusterView
@@ -16,7 +16,8 @@ from odinlab.widgets.explorer import Explorer, explore
 from odinlab.widgets.gallery import GalleryView, ThumbnailCache
 from odinlab.widgets.links import SelectionHub
 from odinlab.widgets.pairs import PairsView
+from odinlab.widgets.review import ReviewQueue
 from odinlab.widgets.scatter import ScatterView
 
 __all__ = ["ClusterView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
-           "ScatterView", "SelectionHub", "ThumbnailCache", "explore"]
+           "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "explore"]

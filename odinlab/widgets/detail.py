@@ -31,6 +31,22 @@ def _png(rgb: np.ndarray, size: int) -> bytes:
     return buffer.getvalue()
 
 
+def nearest(frame, image_id: str, n: int) -> list[dict]:
+    """The ``n`` images nearest ``image_id`` in an embedding's frame (image_id, x, y[, z]), nearest first.
+
+    >>> frame = pl.DataFrame({"image_id": ["a", "b", "c"], "x": [0.0, 1.0, 5.0], "y": [0.0, 0.0, 0.0]})
+    >>> [found["image_id"] for found in nearest(frame, "a", 2)]
+    ['b', 'c']
+    """
+    coords = frame.select([c for c in ("x", "y", "z") if c in frame.columns]).to_numpy()
+    ids = frame["image_id"].to_list()
+    if image_id not in ids:
+        raise ValueError(f"{image_id} is not among the {len(ids)} images of the embedding")
+    distance = np.linalg.norm(coords - coords[ids.index(image_id)], axis=1)
+    order = [i for i in np.argsort(distance, kind="stable") if ids[i] != image_id][:n]
+    return [{"image_id": ids[i], "distance": float(distance[i])} for i in order]
+
+
 def _plain(value):
     """A metadata value as JSON can carry it."""
     if isinstance(value, (np.generic,)):
@@ -181,15 +197,7 @@ class DetailView(anywidget.AnyWidget):
         if self.embedding is None:
             raise ValueError("this view has no embedding; give DetailView(..., embedding=Embedding(store, model, "
                              "layer).fit(images)) or hook on_request")
-        frame = self.embedding.frame()
-        coords = frame.select([c for c in ("x", "y", "z") if c in frame.columns]).to_numpy()
-        ids = frame["image_id"].to_list()
-        if self.image_id not in ids:
-            raise ValueError(f"{self.image_id} is not among the {len(ids)} images of the embedding")
-        here = coords[ids.index(self.image_id)]
-        distance = np.linalg.norm(coords - here, axis=1)
-        order = [i for i in np.argsort(distance, kind="stable") if ids[i] != self.image_id][: self.n_neighbours]
-        return [{"image_id": ids[i], "distance": float(distance[i])} for i in order]
+        return nearest(self.embedding.frame(), self.image_id, self.n_neighbours)
 
     def _show_neighbours(self, answer) -> None:
         found = [a if isinstance(a, dict) else {"image_id": str(a)} for a in answer]
