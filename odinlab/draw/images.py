@@ -106,6 +106,26 @@ def overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 0.6, cmap
     return np.rint(base * (1 - weight) + colors * weight).clip(0, 255).astype(np.uint8)
 
 
+def heat_rgba(attribution: np.ndarray, cmap=None, sign: str = "all", percentile: float = 99.0) -> np.ndarray:
+    """An attribution map (C, H, W) or (H, W) as an (H, W, 4) uint8 layer to lay over its image.
+
+    RGB is the colour and alpha the blending weight that :func:`overlay`
+    gives each pixel at ``alpha=1``, so drawing this layer over the image with opacity ``a``
+    gives ``overlay(image, attribution, alpha=a)`` (to 8-bit rounding).
+
+    >>> layer = heat_rgba(np.array([[0.0, 1.0], [-1.0, 0.0]]))
+    >>> layer.shape, layer[0, 1].tolist(), layer[1, 0].tolist(), int(layer[0, 0, 3])  # red for, blue against
+    ((2, 2, 4), [103, 0, 31, 255], [5, 48, 97, 255], 0)
+    """
+    if sign not in SIGNS:
+        raise OptionError(f"Unknown sign {sign!r}; use one of {', '.join(SIGNS)}.")
+    heat = np.asarray(attribution, np.float32)
+    heat = heat.sum(axis=0) if heat.ndim == 3 else heat  # as overlay() does: one value per pixel
+    colors, weight = _heat_colors(np.nan_to_num(heat), cmap, sign, percentile)
+    rgba = np.concatenate([colors, 255.0 * weight[..., None]], axis=-1)
+    return np.rint(rgba).clip(0, 255).astype(np.uint8)
+
+
 def _heat_colors(heat: np.ndarray, cmap, sign: str, percentile: float) -> tuple[np.ndarray, np.ndarray]:
     """Colours (H, W, 3) and blending weights in [0, 1] (H, W) of a map, scaled by a percentile."""
     heat = {"all": heat, "absolute": np.abs(heat), "positive": np.maximum(heat, 0),
@@ -118,4 +138,4 @@ def _heat_colors(heat: np.ndarray, cmap, sign: str, percentile: float) -> tuple[
     return colormap(cmap or "Reds", values), values
 
 
-__all__ = ["COLORMAPS", "SIGNS", "colormap", "image_rgb", "overlay"]
+__all__ = ["COLORMAPS", "SIGNS", "colormap", "heat_rgba", "image_rgb", "overlay"]

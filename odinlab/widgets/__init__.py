@@ -5,9 +5,10 @@ Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
 :class:`~odinlab.widgets.links.SelectionHub`. Everything runs in the kernel: no server, no port.
 
 >>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
->>> from odinlab.widgets import ClusterView, PairsView, EstimateView, ReviewQueue
+>>> from odinlab.widgets import ClusterView, PairsView, EstimateView, ReviewQueue, AttributionView
 """
 
+from odinlab.widgets.attribution_view import AttributionView
 from odinlab.widgets.clusters import ClusterView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.detail import DetailView
@@ -19,5 +20,5 @@ from odinlab.widgets.pairs import PairsView
 from odinlab.widgets.review import ReviewQueue
 from odinlab.widgets.scatter import ScatterView
 
-__all__ = ["ClusterView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
+__all__ = ["AttributionView", "ClusterView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
            "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "explore"]
