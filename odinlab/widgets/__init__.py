@@ -6,10 +6,12 @@ Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
 
 >>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
 >>> from odinlab.widgets import ClusterView, PairsView, EstimateView, ReviewQueue, AttributionView
+>>> from odinlab.widgets import CompareView, UnitView
 """
 
 from odinlab.widgets.attribution_view import AttributionView
 from odinlab.widgets.clusters import ClusterView
+from odinlab.widgets.compare_view import CompareView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.detail import DetailView
 from odinlab.widgets.estimate import EstimateView
@@ -19,6 +21,7 @@ from odinlab.widgets.links import SelectionHub
 from odinlab.widgets.pairs import PairsView
 from odinlab.widgets.review import ReviewQueue
 from odinlab.widgets.scatter import ScatterView
+from odinlab.widgets.unit_view import UnitView
 
-__all__ = ["AttributionView", "ClusterView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
-           "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "explore"]
+__all__ = ["AttributionView", "ClusterView", "CompareView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
+           "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "UnitView", "explore"]
