@@ -5,7 +5,8 @@ no forward pass; results that need a computation are cached in the store. Every 
 takes ``(store, model, images=None, *, options)`` and returns a polars frame whose columns
 follow the package's vocabulary: ``label``/``label_name`` for the given class,
 ``predicted``/``predicted_name`` for the predicted one, ``image_id``/``image_ids`` for images.
-Draw the results with :mod:`odinlab.draw` (e.g. ``draw.confusion.confusion_figure``).
+Draw the results with :mod:`odinlab.draw` (e.g. ``draw.confusion.confusion_figure``). Clusters of
+the mistakes (``error_exemplars``, ``error_clusters``) live in :mod:`odinlab.debug.error_clusters`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 import polars as pl
 
 from odinlab.errors import InSampleWarning, NotMaterializedError, OptionError
-from odinlab.store.layout import digest
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
 
@@ -170,29 +170,6 @@ def label_noise(store, model, images: ImageSelection = None) -> pl.DataFrame:
                          "noise_rate": np.where(counts > 0, errors / np.maximum(counts, 1), 0.0)})
 
 
-def error_exemplars(store, model, layer: str, images: ImageSelection = None, *,
-                    n_clusters: int | None = None, seed: int = 0) -> pl.DataFrame:
-    """Representative misclassified images: clusters of the errors in ``layer``'s space.
-
-    One row per cluster, largest first: ``image_id`` (the medoid: the member nearest the
-    cluster's centre), ``size``, the dominant (label, predicted) pair with the share of the
-    cluster it covers (``pair_share``), and ``image_ids`` (all members). Cached in the store.
-
-    >>> _ = store.materialize(net, ["head.fc1"], "val", progress=False)
-    >>> clusters = error_exemplars(store, "cnn@1", "head.fc1", "val", n_clusters=2)
-    >>> clusters.columns[:3], clusters["image_ids"].list.len().sum() == clusters["size"].sum()
-    (['cluster', 'image_id', 'size'], True)
-    """
-    record = store.model(model)
-    frame, selection = _stored_predictions(store, record, store.select(images))
-    mask = ~frame["correct"].to_numpy()
-    wrong, wrong_frame = selection.where(mask), frame.filter(pl.Series(mask, dtype=pl.Boolean))
-    params = {"layer": layer, "images": digest({"ids": sorted(wrong.ids)}), "k": n_clusters, "seed": seed,
-              "columns": 2}  # "columns": results before the image_id/image_ids vocabulary are not reused
-    return store.results.table(record, "error_exemplars", params,
-                               lambda: _clusters(store, record, layer, wrong, wrong_frame, n_clusters, seed))
-
-
 def confusion_figure(store, model, images: ImageSelection = None):
     """Deprecated: draw ``confusion_matrix``'s frame with ``odinlab.draw.confusion.confusion_figure``.
 
@@ -257,33 +234,6 @@ def _per_image(frame: pl.DataFrame, selection: Selection, columns) -> pl.DataFra
     return frame.select(*first, *columns, *rest)
 
 
-def _clusters(store, record: ModelRecord, layer: str, wrong: Selection, frame: pl.DataFrame,
-              n_clusters: int | None, seed: int) -> pl.DataFrame:
-    # sklearn is slow to import; only clustering needs it.
-    from sklearn.cluster import KMeans
-
-    if len(wrong) == 0:
-        return pl.DataFrame(schema={
-            "cluster": pl.Int64, "image_id": pl.String, "size": pl.Int64, "label": pl.Int64,
-            "label_name": pl.String, "predicted": pl.Int64, "predicted_name": pl.String,
-            "pair_share": pl.Float64, "image_ids": pl.List(pl.String)})
-    features = store.activations(record, layer, wrong).values.reshape(len(wrong), -1).astype(np.float64)
-    k = min(n_clusters or max(1, int(np.sqrt(len(wrong) / 2))), len(wrong))
-    fitted = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(features)
-    ids, rows = wrong.ids, []
-    for cluster in range(k):
-        members = np.flatnonzero(fitted.labels_ == cluster)
-        distances = np.linalg.norm(features[members] - fitted.cluster_centers_[cluster], axis=1)
-        pairs = (frame[members].group_by("label", "label_name", "predicted", "predicted_name", maintain_order=True)
-                 .len().sort("len", descending=True, maintain_order=True))
-        top = pairs.row(0, named=True)
-        rows.append({"cluster": cluster, "image_id": ids[members[distances.argmin()]], "size": len(members),
-                     "label": top["label"], "label_name": top["label_name"], "predicted": top["predicted"],
-                     "predicted_name": top["predicted_name"], "pair_share": top["len"] / len(members),
-                     "image_ids": [ids[m] for m in members]})
-    return pl.DataFrame(rows).sort("size", descending=True, maintain_order=True)
-
-
 def _probabilities(frame: pl.DataFrame) -> np.ndarray:
     return np.stack(frame["probabilities"].to_numpy()) if frame.height else np.zeros((0, 1))
 
@@ -306,5 +256,14 @@ def _warn_in_sample(scored: pl.DataFrame, record: ModelRecord) -> None:
             "first to judge them out of sample.", InSampleWarning, stacklevel=3)
 
 
-__all__ = ["confident_mistakes", "confusion_figure", "confusion_matrix", "error_exemplars", "hardness",
-           "label_errors", "label_noise", "per_class_metrics"]
+def __getattr__(name: str):
+    # The clusters live in their own module (it imports this one's helpers): reached from here too.
+    if name in ("error_clusters", "error_exemplars"):
+        from odinlab.debug import error_clusters
+
+        return getattr(error_clusters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["confident_mistakes", "confusion_figure", "confusion_matrix", "error_clusters", "error_exemplars",
+           "hardness", "label_errors", "label_noise", "per_class_metrics"]

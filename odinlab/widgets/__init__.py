@@ -23,5 +23,6 @@ from odinlab.widgets.review import ReviewQueue
 from odinlab.widgets.scatter import ScatterView
 from odinlab.widgets.unit_view import UnitView
 
-__all__ = ["AttributionView", "ClusterView", "CompareView", "ConfusionView", "DetailView", "EstimateView", "Explorer", "GalleryView", "PairsView",
-           "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "UnitView", "explore"]
+__all__ = ["AttributionView", "ClusterView", "CompareView", "ConfusionView", "DetailView", "EstimateView", "Explorer",
+           "GalleryView", "PairsView", "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "UnitView",
+           "explore"]

@@ -76,8 +76,9 @@ def test_a_selection_from_elsewhere_is_counted_per_card_without_callbacks(digits
     view.show_selection(two)
     counts = np.frombuffer(view.shown, "<u4")
     assert counts[0] == 2 and counts.sum() == 2 and view.shown_total == 3 and view.chosen == -1
-    view.show_selection(view.clusters["image_ids"][2].to_list())  # exactly a cluster: its card is chosen
-    assert view.chosen == 2
+    last = view.clusters.height - 1
+    view.show_selection(view.clusters["image_ids"][last].to_list())  # exactly a cluster: its card is chosen
+    assert view.chosen == last > 0
     view.show_selection([])  # an empty selection is said so in the browser (shown_total 0)
     assert view.shown_total == 0 and view.chosen == -1
     view.show_selection(None)
