@@ -6,7 +6,7 @@ Each view is usable alone and follows one contract (``ids``, ``selected_ids``,
 
 >>> from odinlab.widgets import explore, ScatterView, GalleryView, ConfusionView, DetailView
 >>> from odinlab.widgets import ClusterView, PairsView, EstimateView, ReviewQueue, AttributionView
->>> from odinlab.widgets import CompareView, UnitView
+>>> from odinlab.widgets import CompareView, UnitView, ExplainView
 """
 
 from odinlab.widgets.attribution_view import AttributionView
@@ -15,6 +15,7 @@ from odinlab.widgets.compare_view import CompareView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.detail import DetailView
 from odinlab.widgets.estimate import EstimateView
+from odinlab.widgets.explain_view import ExplainView
 from odinlab.widgets.explorer import Explorer, explore
 from odinlab.widgets.gallery import GalleryView, ThumbnailCache
 from odinlab.widgets.links import SelectionHub
@@ -23,6 +24,6 @@ from odinlab.widgets.review import ReviewQueue
 from odinlab.widgets.scatter import ScatterView
 from odinlab.widgets.unit_view import UnitView
 
-__all__ = ["AttributionView", "ClusterView", "CompareView", "ConfusionView", "DetailView", "EstimateView", "Explorer",
+__all__ = ["AttributionView", "ClusterView", "CompareView", "ConfusionView", "DetailView", "EstimateView", "ExplainView", "Explorer",
            "GalleryView", "PairsView", "ReviewQueue", "ScatterView", "SelectionHub", "ThumbnailCache", "UnitView",
            "explore"]
