@@ -137,9 +137,10 @@ def test_label_errors_find_planted_noise_far_above_chance(noisy):
     assert np.mean(hits) >= 0.7  # the suggested label is usually the true one
 
 
-def test_training_images_are_flagged_as_in_sample(noisy):
+def test_training_images_are_flagged_as_in_sample_and_a_warning_says_how_to_fix_it(noisy):
     store, _, model_id, _ = noisy
-    suspects = ea.label_errors(store, model_id, "train")
+    with pytest.warns(odinlab.InSampleWarning, match=r"1400 of these 1400 images .* store.cross_validate"):
+        suspects = ea.label_errors(store, model_id, "train")
     assert not suspects["out_of_sample"].any()
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 import odinlab
 from odinlab.debug.explain import explain, hotspot
@@ -13,10 +12,7 @@ import planted  # the shared recipe of the planted data set (tests/debug/planted
 
 @pytest.fixture(scope="module")
 def planted_store():
-    torch.set_num_threads(2)
-    data = planted.planted_data()
-    store = odinlab.open_store("memory://explain-planted", create=True)
-    store.ingest(data)
+    store, data = planted.planted_store("explain-planted")
     model_id = planted.train(store, seed=0)
     store.materialize(model_id, ["head.relu"], "test", progress=False)
     return store, model_id, data
