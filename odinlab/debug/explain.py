@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from odinlab.errors import OptionError, SelectionError
+from odinlab.errors import NotMaterializedError, OptionError, SelectionError
 from odinlab.store.layout import digest
 from odinlab.store.selection import ImageSelection
 
@@ -43,23 +43,27 @@ class Explanation:
     """What a selection shares: ``summary``, ``pairs``, ``units``, ``metadata``, ``attribution``, ``label_errors``.
 
     ``mean_map("selection" | "rest")`` is the mean |attribution| (H, W); ``region`` the box
-    (top, left, height, width) the shares were measured in.
+    (top, left, height, width) the shares were measured in (None without attribution maps);
+    ``notes`` say what could not be computed and how to get it.
     """
 
     model_id: str
     layer: str
-    region: tuple[int, int, int, int]
+    region: tuple[int, int, int, int] | None
     summary: pl.DataFrame
     pairs: pl.DataFrame
     units: pl.DataFrame
     metadata: pl.DataFrame
     attribution: pl.DataFrame
     label_errors: pl.DataFrame
+    notes: tuple[str, ...] = ()
 
     def mean_map(self, which: str = "selection") -> np.ndarray:
+        if which not in ("selection", "rest"):
+            raise OptionError(f"Unknown set {which!r}; use 'selection' or 'rest'.")
         row = self.attribution.filter(pl.col("set") == which)
         if row.height == 0:
-            raise OptionError(f"Unknown set {which!r}; use 'selection' or 'rest'.")
+            raise NotMaterializedError(" ".join(self.notes) or "This explanation has no attribution maps.")
         return np.asarray(row["mean_map"][0].to_list(), np.float32)
 
     def __repr__(self) -> str:
@@ -76,21 +80,37 @@ class Explanation:
             f'width="128" style="image-rendering:pixelated"><figcaption>{which}: share inside {share:.2f} '
             f'(lift {lift:.1f})</figcaption></figure>'
             for which, share, lift in self.attribution.select("set", "share_inside", "lift").rows())
-        parts = [("Pairs", self.pairs), ("Units that separate it", self.units.drop("top_image_ids")),
+        units = "".join(_unit_card(row) for row in self.units.iter_rows(named=True))
+        parts = [("Pairs", self.pairs),
                  ("Over-represented metadata", self.metadata.filter(pl.col("significant"))),
                  ("Suspected label errors", self.label_errors.head(10))]
         tables = "".join(f"<h4>{title}</h4>{frame._repr_html_()}" for title, frame in parts)
-        return (f"<div><p>{escape(repr(self))}</p><h4>Mean attribution in region {self.region}</h4>"
-                f"{maps}{tables}</div>")
+        notes = "".join(f"<p><i>{escape(note)}</i></p>" for note in self.notes)
+        maps = f"<h4>Mean attribution in region {self.region}</h4>{maps}" if self.region else ""
+        return (f"<div><p>{escape(repr(self))}</p>{notes}{maps}"
+                f"<h4>Units of {escape(self.layer)} that separate it</h4>{units}{tables}</div>")
+
+
+def _unit_card(row: dict) -> str:
+    """One unit: its AUC, its maximization (when computed) and its top selected images."""
+    pictures = ([f'<img src="{row["maximization"]}" width="64" title="maximizes it" '
+                 'style="image-rendering:pixelated;outline:2px solid #888">'] if row.get("maximization") else [])
+    pictures += [f'<img src="{uri}" width="40" style="image-rendering:pixelated;margin:1px">'
+                 for uri in row.get("top_thumbnails") or []]
+    return (f'<div style="display:inline-block;margin:4px;vertical-align:top"><div>unit {row["unit"]}: AUC '
+            f'{row["auc"]:.2f} ({row["direction"]} in the selection)</div>{"".join(pictures)}</div>')
 
 
 def explain(store, model, selection: ImageSelection, images: ImageSelection = None, *, layer: str | None = None,
-            k: int = 10, method: str = "saliency", region=None, seed: int = 0) -> Explanation:
+            k: int = 10, method: str = "saliency", region=None, maximize: int = 3, seed: int = 0) -> Explanation:
     """What ``selection`` shares that the other images of ``images`` don't, for ``model``.
 
     ``layer`` defaults to the input of the model's last layer (its learned features); ``k`` units
-    are kept; ``method`` is the Captum method of the attribution maps (they explain the predicted
-    class); ``region`` is a box (top, left, height, width) to measure the share of attribution in.
+    are kept, the first ``maximize`` of them with their activation-maximization image
+    (:class:`~odinlab.debug.maximize.Maximizer`; needs the module in this session, else left out)
+    and each with thumbnails of the selected images it fires on most; ``method`` is the Captum
+    method of the attribution maps (they explain the predicted class); ``region`` is a box
+    (top, left, height, width) to measure the share of attribution in.
 
     >>> _ = store.materialize(net, ["head.relu"], "val", progress=False)
     >>> threes = store.select("val").where(pl.col("label") == 3)
@@ -102,23 +122,45 @@ def explain(store, model, selection: ImageSelection, images: ImageSelection = No
     chosen, universe = _sets(store, selection, images)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise OptionError(f"k must be a positive int, not {k!r}.")
+    if isinstance(maximize, bool) or not isinstance(maximize, int) or maximize < 0:
+        raise OptionError(f"maximize must be a number of units (0 for none), not {maximize!r}.")
     layer = layer or default_layer(store, record)
     store.check_layers(record, [layer])
     inside = np.isin(np.asarray(universe.ids), chosen)
     params = {"selection": digest({"ids": sorted(chosen)}), "images": digest({"ids": sorted(universe.ids)}),
-              "layer": layer, "k": k, "method": method, "region": list(region) if region else None, "seed": seed,
-              "version": VERSION}
+              "layer": layer, "k": k, "maximize": maximize, "method": method, "region": list(region) if region else None, "seed": seed,
+              "version": VERSION, "module": _holds_module(store, record)}  # pictures need it: not cached without
 
     def cached(part, compute):
         return store.results.table(record, f"explain-{part}", params, compute)
 
     summary, pairs = _summary(store.predictions(record, universe), chosen, record)
-    units_frame = cached("units", lambda: _units(store, record, layer, universe, inside, k))
+    units_frame = cached("units", lambda: _pictured(store, record, _units(store, record, layer, universe, inside, k),
+                                                    maximize, seed))
     metadata = cached("metadata", lambda: _metadata(universe, inside))
-    attribution = cached("attribution", lambda: _attribution(store, record, universe, inside, method, region, seed))
+    notes = []
+    try:
+        attribution = cached("attribution", lambda: _attribution(store, record, universe, inside, method, region,
+                                                                 seed))
+    except NotMaterializedError as error:  # no module in this session: the other parts still answer
+        attribution = pl.DataFrame(schema={"set": pl.String, "n": pl.Int64, "share_inside": pl.Float64,
+                                           "lift": pl.Float64})
+        notes.append(f"No attribution maps: {error}")
+    if units_frame["maximization"].is_null().all() and maximize:
+        notes.append("No activation-maximization images: they need the network in this session "
+                     f"(store.load_weights(MyNet(), {record.model_id!r})).")
     suspects = cached("label-errors", lambda: _suspects(store, record, universe, inside))
-    box = tuple(int(v) for v in attribution["region"][0])
-    return Explanation(record.model_id, layer, box, summary, pairs, units_frame, metadata, attribution, suspects)
+    box = tuple(int(v) for v in attribution["region"][0]) if attribution.height else None
+    return Explanation(record.model_id, layer, box, summary, pairs, units_frame, metadata, attribution, suspects,
+                       tuple(notes))
+
+
+def _holds_module(store, record) -> bool:
+    try:
+        store.module(record)
+    except NotMaterializedError:
+        return False
+    return True
 
 
 def default_layer(store, record) -> str:
@@ -194,6 +236,29 @@ def _units(store, record, layer, universe, inside, k) -> pl.DataFrame:
                                       "mean_out": pl.Float64, "top_image_ids": pl.List(pl.String)})
 
 
+def _pictured(store, record, units_frame: pl.DataFrame, maximize: int, seed: int) -> pl.DataFrame:
+    """The units with thumbnails of their top images and, for the first ``maximize``, the image
+    that excites them most (inline PNGs: the result stays one self-contained frame)."""
+    thumbs = [[_uri(png) for png in store.thumbnails(ids, 48)] for ids in units_frame["top_image_ids"]]
+    pictures: list[str | None] = [None] * units_frame.height
+    if maximize:
+        try:
+            from odinlab.debug.maximize import Maximizer
+            from odinlab.draw.maximize import display_image
+
+            maximizer = Maximizer(store, record, steps=128, seed=seed)
+            stats = maximizer.color_stats
+            for i, row in enumerate(units_frame.head(maximize).iter_rows(named=True)):
+                flat = len(store.architecture(record).filter(pl.col("layer") == row["layer"])["output_shape"][0]) == 1
+                image = maximizer.maximize("neuron" if flat else "channel", row["layer"], row["unit"],
+                                           negative=row["direction"] == "lower")
+                pictures[i] = _uri(_png(display_image(image, stats.low, stats.high)))
+        except NotMaterializedError:  # no module in this session: the real images still tell
+            pass
+    return units_frame.with_columns(top_thumbnails=pl.Series(thumbs, dtype=pl.List(pl.String)),
+                                    maximization=pl.Series(pictures, dtype=pl.String))
+
+
 def _metadata(universe, inside) -> pl.DataFrame:
     from odinlab.debug.enrichment import over_represented
 
@@ -262,12 +327,19 @@ def _suspects(store, record, universe, inside) -> pl.DataFrame:
 
 def heat_uri(heat: np.ndarray) -> str:
     """A map (H, W) as an inline PNG heat map, brightest where largest (HTML that works offline)."""
-    from PIL import Image
-
     from odinlab.draw.images import colormap
 
     scaled = heat / max(float(heat.max()), 1e-12)
-    rgb = np.rint(colormap("hot", scaled)).clip(0, 255).astype(np.uint8)
+    return _uri(_png(np.rint(colormap("hot", scaled)).clip(0, 255).astype(np.uint8)))
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()

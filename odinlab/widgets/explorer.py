@@ -1,5 +1,6 @@
 """The explorer: the embedding scatter, gallery, confusion matrix, image detail, error clusters and
-boundary pairs, linked.
+boundary pairs, linked; under them, in tabs, the debugging views (explain the selection, attributions,
+units, label review, version comparison: :mod:`odinlab.widgets.debug_views`).
 
 ``explore(store, "cnn@1", layer="head.fc1", images="test", color="correct")`` returns an
 :class:`Explorer`. A selection made in any view filters or highlights the others (through a
@@ -36,6 +37,7 @@ from odinlab.errors import NotMaterializedError, OdinError, OptionError, Selecti
 from odinlab.widgets.clusters import ClusterView
 from odinlab.widgets.confusion import ConfusionView
 from odinlab.widgets.boundary import BoundaryViews
+from odinlab.widgets.debug_views import DEBUG_FACTORIES, DEBUG_VIEWS
 from odinlab.widgets.detail import DetailView
 from odinlab.widgets.gallery import GalleryView, ThumbnailCache, predicted_names
 from odinlab.widgets.links import SelectionHub
@@ -92,7 +94,7 @@ def pairs_view(explorer: Explorer):
 
 DEFAULT_VIEWS: dict[str, ViewFactory] = {"scatter": scatter_view, "gallery": gallery_view,
                                          "confusion": confusion_view, "detail": detail_view,
-                                         "clusters": clusters_view, "pairs": pairs_view}
+                                         "clusters": clusters_view, "pairs": pairs_view, **DEBUG_FACTORIES}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -382,33 +384,59 @@ class Explorer(BoundaryViews):
         self._status.add_class("odinlab-explorer-status")
         self._show_status(self.selection)
         self.hub.observe(self._show_status)
-        slots = []
-        for name in VIEWS + tuple(n for n in self.views if n not in VIEWS):
-            if name in self.views:
-                view = self.views[name]
-                slot = view if isinstance(view, widgets.Widget) else message_widget(
-                    f"The {name} view ({type(view).__name__}) is not a widget and cannot be shown.", "not-a-widget")
-            elif name in self.view_errors:
-                slot = message_widget(f"The {name} view cannot be shown: {self.view_errors[name]}", "view-error")
-            else:
-                continue
-            # the view fills its grid cell and may shrink below its content's width: without this a
-            # view that sizes itself from its parent (the scatter's canvas) can widen the cell forever
-            slot.layout.flex, slot.layout.min_width, slot.layout.width = "1 1 0%", "0", "100%"
-            box = widgets.Box([slot], layout=widgets.Layout(min_width="0", width="100%", overflow="auto"))
-            box.add_class("odinlab-explorer-slot")
-            box.add_class(f"odinlab-explorer-{name}")
-            slots.append(box)
-        grid = widgets.GridBox(slots, layout=widgets.Layout(grid_template_columns="minmax(0, 3fr) minmax(0, 2fr)",
-                                                            grid_gap="8px", width="100%"))
-        grid.add_class("odinlab-explorer-grid")
+        grid = self._grid([n for n in (*VIEWS, *self.views) if n not in DEBUG_VIEWS])
         children = [header]
         if self.note:
             children.append(message_widget(self.note, "note"))
         children += [grid, self._status]
+        tabs = self._tabs()
+        if tabs is not None:
+            children.append(tabs)
         box = widgets.VBox(children, layout=widgets.Layout(width="100%"))
         box.add_class("odinlab-explorer")
         return box
+
+    def _slot(self, name: str):
+        """A view in its box, or the message saying why it cannot be shown (None: not asked for)."""
+        import ipywidgets as widgets
+
+        if name in self.views:
+            view = self.views[name]
+            slot = view if isinstance(view, widgets.Widget) else message_widget(
+                f"The {name} view ({type(view).__name__}) is not a widget and cannot be shown.", "not-a-widget")
+        elif name in self.view_errors:
+            slot = message_widget(f"The {name} view cannot be shown: {self.view_errors[name]}", "view-error")
+        else:
+            return None
+        # the view fills its grid cell and may shrink below its content's width: without this a
+        # view that sizes itself from its parent (the scatter's canvas) can widen the cell forever
+        slot.layout.flex, slot.layout.min_width, slot.layout.width = "1 1 0%", "0", "100%"
+        box = widgets.Box([slot], layout=widgets.Layout(min_width="0", width="100%", overflow="auto"))
+        box.add_class("odinlab-explorer-slot")
+        box.add_class(f"odinlab-explorer-{name}")
+        return box
+
+    def _grid(self, names):
+        import ipywidgets as widgets
+
+        slots = [slot for slot in (self._slot(n) for n in dict.fromkeys(names)) if slot is not None]
+        grid = widgets.GridBox(slots, layout=widgets.Layout(grid_template_columns="minmax(0, 3fr) minmax(0, 2fr)",
+                                                            grid_gap="8px", width="100%"))
+        grid.add_class("odinlab-explorer-grid")
+        return grid
+
+    def _tabs(self):
+        """The debugging views in tabs under the linked views (None when none was asked for)."""
+        import ipywidgets as widgets
+
+        names = [n for n in DEBUG_VIEWS if n in self.views or n in self.view_errors]
+        if not names:
+            return None
+        tabs = widgets.Tab(children=[self._slot(n) for n in names])
+        for i, name in enumerate(names):
+            tabs.set_title(i, DEBUG_VIEWS[name])
+        tabs.add_class("odinlab-explorer-tabs")
+        return tabs
 
     def _show_status(self, ids: list[str]) -> None:
         n = len(ids)

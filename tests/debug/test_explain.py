@@ -83,3 +83,16 @@ def test_the_hotspot_is_where_the_selection_s_map_exceeds_the_rest_s_most():
     selection = np.ones((16, 16))
     selection[10:12, 3:5] = 9
     assert hotspot(selection, rest) == (10, 3, 2, 2)
+
+
+def test_without_the_network_in_the_session_the_other_parts_still_answer_and_say_how(planted_store):
+    store, model_id, data = planted_store
+    fresh = odinlab.open_store(store.url)  # a new session: weights and stored arrays, no module
+    called_circle = fresh.predictions(model_id, "test").filter((pl.col("predicted") == 0) & ~pl.col("correct"))
+    why = explain(fresh, model_id, called_circle["image_id"].to_list(), "test")
+    assert why.region is None and why.attribution.height == 0
+    assert any("load_weights" in note for note in why.notes)
+    assert why.metadata.row(0, named=True)["column"] == "source" and why.units.height == 10
+    with pytest.raises(odinlab.NotMaterializedError):
+        why.mean_map("selection")
+    assert "No attribution maps" in why._repr_html_()

@@ -343,6 +343,39 @@ def test_a_lasso_selection_selects_the_points_inside_and_the_gallery_follows(ses
     page.click(f"{SCATTER} button[data-action=panZoom]")
 
 
+def test_the_explain_tab_explains_a_box_selection_with_the_kernel_s_numbers(session, artifacts):
+    page = session.page
+    clear_selection(session)
+    page.click(f"{SCATTER} button[data-action=box]")
+    page.wait_for_selector(f"{SCATTER}[data-mode=box]")
+    geometry = scatter_geometry(page)
+    ids, points = data_points(session)
+    pixels = to_page(points, geometry)
+    x0, y0, x1, y1 = choose_box(pixels, geometry, seed=1)
+    _, inside = distance_to_box(pixels, (x0, y0, x1, y1))
+    expected = {ids[i] for i in np.flatnonzero(inside)}
+    drag(page, [(x0, y0), (x1, y1)])
+    wait_scatter_selected(page, len(expected), "the box for the explain tab")
+    page.click(f"{SCATTER} button[data-action=panZoom]")
+    # the network in this kernel: attribution maps and maximizations need it (without, a note says so)
+    lab.run_cell_text(page, "from odinlab.nets import SmallCNN\n_ = store.load_weights(SmallCNN(1, 10, width=4), 'cnn@1')")
+    page.get_by_role("tab", name="Explain selection").click()
+    run = page.locator(".odinlab-explain button.odinlab-explain-run")
+    run.wait_for(state="visible", timeout=30 * SECONDS)
+    run.click()
+    page.wait_for_selector(".odinlab-explain-result table", timeout=120 * SECONDS)
+    explained = lab.python_json(page, "[sorted(ex.views['explain'].ids), int(ex.views['explain']"
+                                      ".explanation.summary['n'][0])]")
+    assert set(explained[0]) == expected and explained[1] == len(expected)
+    shown = page.locator(".odinlab-explain-result").inner_text()
+    assert f"Explanation of {len(expected)} images" in shown and "that separate it" in shown
+    assert page.locator(".odinlab-explain-result img").count() >= 2 + 3  # two mean maps, three maximizations
+    assert "No attribution maps" not in shown
+    tabs = page.locator(".odinlab-explorer-tabs").first
+    tabs.scroll_into_view_if_needed()
+    tabs.screenshot(path=str(artifacts / "explain_view.png"), animations="disabled", timeout=30 * SECONDS)
+
+
 def off_diagonal_cell(session: Session) -> tuple[int, int, set[str]]:
     """The mistakes' cell (true label, predicted) with the most images that still fit one gallery page."""
     frame = session.frame

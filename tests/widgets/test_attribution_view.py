@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import odinlab
@@ -15,8 +16,18 @@ from odinlab.draw.images import heat_rgba
 from odinlab.widgets.attribution_view import NO_IMAGES, AttributionView
 from odinlab.widgets.links import SelectionHub
 
-MODELS = ["cnn@1", "other@1"]
+MODELS = ["cnn@1", "second@1"]
 METHODS = ["saliency", "integrated_gradients"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def second(digits):
+    """A second version of this module's own: computing its attributions stores its predictions, and the
+    session's "other" model must stay without any (other tests rely on that)."""
+    if "second" not in digits.models["name"]:
+        torch.manual_seed(1)
+        digits.register_model(SmallCNN(1, 10, width=4), "second")
+    return "second@1"
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +60,14 @@ def test_a_page_sends_its_images_then_each_column_its_heat_layers(digits, ids):
     view = AttributionView(digits, MODELS, ids, methods=METHODS, page_size=4, size=32)
     assert [(c["model_id"], c["method"]) for c in view.columns] == [
         ("cnn@1", "saliency"), ("cnn@1", "integrated_gradients"),
-        ("other@1", "saliency"), ("other@1", "integrated_gradients")]
+        ("second@1", "saliency"), ("second@1", "integrated_gradients")]
     assert all(c["error"] == "" for c in view.columns) and view.message == "" and view.total == 10
     page, pngs = view.page(2)
     assert [r["image_id"] for r in page["rows"]] == ids[8:] and [r["index"] for r in page["rows"]] == [8, 9]
     assert pngs == digits.thumbnails(ids[8:], 32)
     cells, layers = view.cells(2, 3)
     assert cells["error"] == "" and len(layers) == 2
-    assert cells["predicted"] == Attributor(digits, "other@1").predictions(ids[8:])["predicted_name"].to_list()
+    assert cells["predicted"] == Attributor(digits, "second@1").predictions(ids[8:])["predicted_name"].to_list()
     assert decode(layers[0]).shape == (32, 32, 4)
     assert view.page(3)[0]["rows"] == [] and view.cells(3, 0)[1] == []  # past the last page: nothing
 
@@ -84,7 +95,7 @@ def test_heat_rgba_carries_overlays_colours_and_weights():
 
 
 def test_each_column_is_one_batch_per_page_and_then_a_read_from_the_store(digits):
-    images = digits.select("val").ids[:16]
+    images = digits.select("test").ids[10:26]  # stored predictions: the session store stays as it was
     view = AttributionView(digits, MODELS, images, methods=METHODS, page_size=8)
     batches = {(c["model_id"], c["method"]): counting(view.attributor(c["model_id"], c["method"]))
                for c in view.columns}
@@ -94,7 +105,7 @@ def test_each_column_is_one_batch_per_page_and_then_a_read_from_the_store(digits
     for column in range(4):
         view.cells(0, column)
     assert all(sizes == [8] for sizes in batches.values())  # asked again: read, nothing computed
-    fresh = Attributor(digits, "other@1", method="saliency")  # a user's own attributor reads the same maps
+    fresh = Attributor(digits, "second@1", method="saliency")  # a user's own attributor reads the same maps
     assert counting(fresh) == [] and fresh.attribute(images[:8], progress=False).shape == (8, 1, 8, 8)
 
 
@@ -113,10 +124,10 @@ def test_the_target_chooser_changes_the_maps_and_starts_again(digits, ids):
 
 def test_choosing_models_and_methods_rebuilds_the_columns(digits, ids):
     view = AttributionView(digits, "cnn@1", ids)
-    assert "other@1" in view.model_choices and "integrated_gradients" in view.method_choices
-    view.models = ["cnn@1", "other@1"]
+    assert "second@1" in view.model_choices and "integrated_gradients" in view.method_choices
+    view.models = ["cnn@1", "second@1"]
     view.methods = ["saliency", "input_x_gradient"]
-    assert len(view.columns) == 4 and view.columns[3] == {"model_id": "other@1", "method": "input_x_gradient",
+    assert len(view.columns) == 4 and view.columns[3] == {"model_id": "second@1", "method": "input_x_gradient",
                                                           "error": ""}
     view.methods = []
     assert view.message == "Choose at least one model and one method." and view.columns == []

@@ -18,7 +18,7 @@ def test_the_button_explains_the_linked_selection_with_the_debug_function_s_numb
     view._on_message(view, {"kind": "explain", "region": [0, 0, 4, 4]}, [])  # what the button sends
     direct = explain(digits, "cnn@1", fours, "test", layer="head.fc1", k=4, region=(0, 0, 4, 4))
     assert view.explanation.units.equals(direct.units) and view.explanation.region == (0, 0, 4, 4)
-    assert "Units that separate it" in view.html and view.message == ""
+    assert "that separate it" in view.html and view.message == ""
 
 
 def test_an_empty_selection_or_a_bad_region_is_said_in_the_view(digits):

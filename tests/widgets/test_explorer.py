@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import odinlab
+from odinlab.widgets.debug_views import DEBUG_VIEWS
 from odinlab.errors import NotMaterializedError, OptionError, SelectionError, UnknownLayerError
 from odinlab.nets import SmallCNN
 from odinlab.training import fit
@@ -109,7 +110,8 @@ def fake_views():
             "confusion": lambda ex: FakeView(ex.images.ids),
             "detail": lambda ex: FakeDetail(),
             "clusters": lambda ex: FakeView(ex.images.ids[:10]),
-            "pairs": lambda ex: FakeView(ex.images.ids[:4])}
+            "pairs": lambda ex: FakeView(ex.images.ids[:4]),
+            **dict.fromkeys(DEBUG_VIEWS)}  # the debugging tabs have tests of their own below
 
 
 @pytest.fixture
@@ -275,6 +277,19 @@ def test_views_can_be_dropped_or_added(digits):
 
 # -- with the real views ------------------------------------------------------------------------------
 
+def test_the_debugging_views_sit_in_tabs_under_the_linked_views_and_follow_the_selection(digits):
+    ex = explore(digits, "cnn@1", layer="head.fc1", images="test", compare=["cnn@2"], **FAST)
+    assert ex.message is None, ex.message
+    tabs = next(w for w in _widgets(ex.widget) if isinstance(w, widgets.Tab))
+    assert [tabs.get_title(i) for i in range(len(tabs.children))] == list(DEBUG_VIEWS.values())
+    assert all(any(w is ex.views[name] for w in _widgets(tabs)) for name in DEBUG_VIEWS if name in ex.views)
+    threes = ex.select("label = 3")
+    assert ex.views["explain"].ids == threes.ids and ex.views["attribution"].ids == threes.ids
+    assert set(ex.views["review"].ids) <= set(threes.ids)
+    assert ex.views["explain"].explain_now().summary["n"][0] == len(threes)
+    assert "compare" in ex.views or "no stored predictions" in ex.view_errors["compare"]
+
+
 def _real(*names):
     missing = [n for n in names if importlib.util.find_spec(f"odinlab.widgets.{n}") is None]
     return pytest.mark.skipif(bool(missing), reason=f"views not written yet: {', '.join(missing)}")
@@ -284,8 +299,9 @@ def _real(*names):
 def test_explore_builds_the_six_real_views_with_consistent_ids(digits):
     ex = explore(digits, "cnn@1", layer="head.fc1", images="test", color="correct", **FAST)
     assert ex.message is None, ex.message
-    assert set(ex.views) == {"scatter", "gallery", "confusion", "detail", "clusters", "pairs"}
-    assert ex.view_errors == {}
+    assert set(ex.views) == {"scatter", "gallery", "confusion", "detail", "clusters", "pairs",
+                             "explain", "attribution", "units", "review"}
+    assert list(ex.view_errors) == ["compare"] and "compare=['cnn@2']" in ex.view_errors["compare"]
     test_ids = digits.select("test").ids
     scatter, gallery, confusion = ex.views["scatter"], ex.views["gallery"], ex.views["confusion"]
     assert scatter.ids == test_ids
