@@ -270,7 +270,8 @@ def test_the_kernel_reads_the_same_points_as_this_process(session):
     assert theirs == [session.frame["image_id"].to_list(), session.frame["x"].round(5).to_list()]
 
 
-def test_a_box_selection_fills_the_gallery_with_the_points_inside(session):
+def box_select(session: Session, seed: int = 0) -> set[str]:
+    """Draw a box on the scatter (in box mode) and return the ids of the points inside, computed here."""
     page = session.page
     clear_selection(session)
     page.click(f"{SCATTER} button[data-action=box]")
@@ -278,12 +279,17 @@ def test_a_box_selection_fills_the_gallery_with_the_points_inside(session):
     geometry = scatter_geometry(page)
     ids, points = data_points(session)
     pixels = to_page(points, geometry)
-    x0, y0, x1, y1 = choose_box(pixels, geometry)
+    x0, y0, x1, y1 = choose_box(pixels, geometry, seed=seed)
     _, inside = distance_to_box(pixels, (x0, y0, x1, y1))
     expected = {ids[i] for i in np.flatnonzero(inside)}
-
     drawn = drag(page, [(x0, y0), (x1, y1)])
     wait_scatter_selected(page, len(expected), f"the box {(x0, y0, x1, y1)} reached the scatter as {drawn}")
+    return expected
+
+
+def test_a_box_selection_fills_the_gallery_with_the_points_inside(session):
+    page = session.page
+    expected = box_select(session)
     state = wait_gallery(session, expected)
     assert state["count"] == f"{len(expected)} images"
     assert kernel_selection(session) == expected
@@ -345,17 +351,7 @@ def test_a_lasso_selection_selects_the_points_inside_and_the_gallery_follows(ses
 
 def test_the_explain_tab_explains_a_box_selection_with_the_kernel_s_numbers(session, artifacts):
     page = session.page
-    clear_selection(session)
-    page.click(f"{SCATTER} button[data-action=box]")
-    page.wait_for_selector(f"{SCATTER}[data-mode=box]")
-    geometry = scatter_geometry(page)
-    ids, points = data_points(session)
-    pixels = to_page(points, geometry)
-    x0, y0, x1, y1 = choose_box(pixels, geometry, seed=1)
-    _, inside = distance_to_box(pixels, (x0, y0, x1, y1))
-    expected = {ids[i] for i in np.flatnonzero(inside)}
-    drag(page, [(x0, y0), (x1, y1)])
-    wait_scatter_selected(page, len(expected), "the box for the explain tab")
+    expected = box_select(session, seed=1)
     page.click(f"{SCATTER} button[data-action=panZoom]")
     # the network in this kernel: attribution maps and maximizations need it (without, a note says so)
     lab.run_cell_text(page, "from odinlab.nets import SmallCNN\n_ = store.load_weights(SmallCNN(1, 10, width=4), 'cnn@1')")
