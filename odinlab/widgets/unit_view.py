@@ -13,7 +13,6 @@ that the browser asks for when the unit changes; the optimized image as a PNG tr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anywidget
@@ -187,20 +186,12 @@ class UnitView(anywidget.AnyWidget):
             self._maximizer = Maximizer(self.store, self.record, steps=self.steps, seed=self.seed)
         return self._maximizer
 
-    def _is_stored(self, maximizer) -> bool:
-        """Whether the maximization of this unit with these settings is in the store (no computing)."""
-        spec = json.dumps(maximizer.objective(self.objective, self.layer, self.unit).spec, sort_keys=True)
-        stored = maximizer.stored().filter((pl.col("objective") == spec) & (pl.col("n") == 1) &
-                                           (pl.col("steps") == maximizer.steps) & (pl.col("seed") == maximizer.seed))
-        wanted = {"negative": False, "diversity": 0.0, "lr": maximizer.lr, "l1": maximizer.l1, "tv": maximizer.tv}
-        return any(all(json.loads(p).get(k) == v for k, v in wanted.items()) for p in stored["params"])
-
     def _show_maximization(self, compute: bool) -> None:
         with self.hold_trait_notifications():
             self.maximized, self.max_value = b"", None
             try:
                 maximizer = self.maximizer()
-                if not compute and not self._is_stored(maximizer):
+                if not compute and not maximizer.is_stored(self.objective, self.layer, self.unit):
                     self.max_status = "not computed yet"
                     return
             except OdinError as error:  # no network in this session, a layer it cannot optimize

@@ -317,7 +317,21 @@ class Maximizer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _result(self, objective, layer, unit, *, n, negative, diversity, diversity_layer, steps, seed):
+    def is_stored(self, objective: str | Objective = "class", layer: str | None = None, unit=None, *, n: int = 1,
+                  negative: bool = False, diversity: float = 0.0, diversity_layer: str | None = None,
+                  steps: int | None = None, seed: int | None = None) -> bool:
+        """Whether :meth:`maximize` with these arguments would read its answer from the store (no optimizing).
+
+        >>> m = Maximizer(store, net, steps=4)
+        >>> m.is_stored("class", unit=2), m.maximize("class", unit=2).shape, m.is_stored("class", unit=2)
+        (False, (1, 8, 8), True)
+        """
+        _, key = self._key(objective, layer, unit, n=n, negative=negative, diversity=diversity,
+                           diversity_layer=diversity_layer, steps=steps, seed=seed)
+        return self.cache and results.load(self.store, self.record, key) is not None
+
+    def _key(self, objective, layer, unit, *, n, negative, diversity, diversity_layer, steps, seed):
+        """The objective and the store key of a maximization: every setting that changes its answer."""
         main = self.objective(objective, layer, unit)
         n = _positive_int(n, "n")
         diversity = _non_negative(diversity, "diversity")
@@ -335,6 +349,13 @@ class Maximizer:
                "decorrelate": self.decorrelate, "transforms": self.transforms.spec, "l1": self.l1,
                "tv": self.tv, "normalize": self.normalize, "input_shape": list(self.input_shape),
                "color": self._color_key()}
+        return main, key
+
+    def _result(self, objective, layer, unit, *, n, negative, diversity, diversity_layer, steps, seed):
+        main, key = self._key(objective, layer, unit, n=n, negative=negative, diversity=diversity,
+                              diversity_layer=diversity_layer, steps=steps, seed=seed)
+        n, diversity, diversity_layer = key["n"], key["diversity"], key["diversity_layer"]
+        steps, seed = key["steps"], key["seed"]
         found = results.load(self.store, self.record, key) if self.cache else None
         if found is not None:
             return found
