@@ -66,6 +66,7 @@ def session(chromium, explorer_store, tmp_path_factory):
             errors = lab.ConsoleErrors(page)
             frames = KernelFrames(page)
             lab.open_and_run(page, server, NOTEBOOK, len(CELLS), timeout=300)
+            page.get_by_role("tab", name="Attributions").click()  # the explorer keeps its debugging views in tabs
             page.wait_for_selector(f"{VIEW}[data-state=message]", timeout=60 * SECONDS)
             yield page, errors, frames
         finally:
