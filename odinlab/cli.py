@@ -1,4 +1,5 @@
-"""The `odinlab` command line: `odinlab demo [--store DIR]`, `odinlab info STORE`, `odinlab verify STORE`."""
+"""The `odinlab` command line: `odinlab demo [--store DIR]`, `odinlab info STORE`, `odinlab verify STORE`,
+`odinlab report STORE MODEL... -o FILE`."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("store", help="folder or fsspec URL of a store")
     check = commands.add_parser("verify", help="check every chunk, table and weights file; exit 1 if any is damaged")
     check.add_argument("store", help="folder or fsspec URL of a store")
+    _add_report_parser(commands)
     args = parser.parse_args(argv)
     try:
+        if args.command == "report":
+            return report(args)
         if args.command == "demo":
             from odinlab.demo import run_demo
 
@@ -63,6 +67,50 @@ def verify(path: str) -> int:
         print(f"{what} {where}: {error}{affected}")
     print(f"{problems.height} problems in the store at {path!r}.", file=sys.stderr)
     return 1
+
+
+def _add_report_parser(commands) -> None:
+    report = commands.add_parser("report", help="write a standalone HTML report of one model, or two compared")
+    report.add_argument("store", help="folder or fsspec URL of a store")
+    report.add_argument("models", nargs="+", metavar="MODEL", help="model version(s): name@N or name (1 or 2)")
+    report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--images", default="test", help="image selection: a split, SQL... (default test)")
+    report.add_argument("--title", default=None, help="the report's title")
+    report.add_argument("--layer", default=None, help="layer of the error clusters and the embedding")
+    report.add_argument("--net", default=None, metavar="MODULE:CALLABLE",
+                        help="the network's code, e.g. odinlab.nets:SmallCNN, called with no arguments and given "
+                             "each model's weights: attribution overlays and unit maximizations need it")
+
+
+def report(args) -> int:
+    """``odinlab report STORE MODEL... -o FILE``: write the report, print its path and size; 0 when written.
+
+    >>> import tempfile
+    >>> _ = store.materialize(net, ["head.fc1", "features.relu2"], "test", progress=False)
+    >>> out = tempfile.mkdtemp() + "/r.html"
+    >>> main(["report", store.url, "cnn@1", "-o", out, "--title", "Digits"])  # doctest: +ELLIPSIS
+    Wrote .../r.html (... MB)
+    0
+    """
+    import importlib
+
+    import odinlab
+    from odinlab.report import report as write
+
+    store = odinlab.open_store(args.store)
+    if args.net:
+        where, _, name = args.net.partition(":")
+        try:
+            factory = getattr(importlib.import_module(where), name)
+        except (ImportError, AttributeError, ValueError) as error:
+            print(f"odinlab: error: cannot import --net {args.net!r} ({error}); give MODULE:CALLABLE.",
+                  file=sys.stderr)
+            return 2
+        for model in args.models:
+            store.load_weights(factory(), model)
+    path = write(store, args.models, args.output, images=args.images, title=args.title, layer=args.layer)
+    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 if __name__ == "__main__":
