@@ -17,7 +17,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "explore", "open_store"]
+__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "explore", "open_store", "report"]
 
 
 def __getattr__(name: str):
@@ -26,4 +26,15 @@ def __getattr__(name: str):
         from odinlab.widgets import explore
 
         return explore
+    if name == "report":  # jinja2 and plotly: only for a report
+        from odinlab.reports import report
+
+        return report
     raise AttributeError(f"module 'odinlab' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext odinlab``: register the ``%%odin`` cell magic and ``%odin`` line magic."""
+    from odinlab.lang.magic import load_ipython_extension as load
+
+    load(ipython)

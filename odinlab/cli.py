@@ -95,7 +95,7 @@ def report(args) -> int:
     import importlib
 
     import odinlab
-    from odinlab.report import report as write
+    from odinlab.reports import report as write
 
     store = odinlab.open_store(args.store)
     if args.net:
