@@ -1,4 +1,5 @@
-"""`odinlab demo`: digits in a store, two CNN versions with lineage, experiments, a summary."""
+"""`odinlab demo`: digits in a store, two CNN versions with lineage, experiments, a summary, and a
+standalone report; then it says how to open the explorer."""
 
 from __future__ import annotations
 
@@ -55,7 +56,19 @@ def run_demo(store_path: str | Path = "odinlab-demo-store", echo=print) -> odinl
     for net in (v1, v2):
         store.materialize(net, DEMO_LAYERS, dtype="float16", progress=False)
     _print_summary(store, results, caught, time.perf_counter() - started, echo)
+    _write_report(store, [v1_id, v2_id], Path(store_path), echo)
     return store
+
+
+def _write_report(store, models, store_path: Path, echo) -> Path:
+    """The standalone report of both versions beside the store, and how to go on in JupyterLab."""
+    from odinlab.reports import report
+
+    path = report(store, models, store_path.resolve().parent / f"{store_path.name}-report.html", images="test")
+    echo(f"\nReport: {path} ({path.stat().st_size / 1e6:.1f} MB, one file that opens offline in any browser)")
+    echo("Explore it in JupyterLab: jupyter lab notebooks/quickstart.ipynb "
+         "(or, in any notebook: odinlab.explore(odinlab.open_store(...), 'digits-cnn@1'))")
+    return path
 
 
 def _fresh_store(path: Path, echo) -> odinlab.Store:

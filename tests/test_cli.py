@@ -10,6 +10,10 @@ def test_demo_builds_a_store_with_two_versions_lineage_and_experiments(tmp_path,
     out = capsys.readouterr().out
     assert "digits-cnn@1" in out and "digits-cnn@2" in out and "Store path:" in out
     assert "misclassified" in out and "Test-set guard" in out
+    report = tmp_path / "demo-report.html"
+    assert f"Report: {report}" in out and "jupyter lab notebooks/quickstart.ipynb" in out
+    html = report.read_text(encoding="utf-8")
+    assert report.stat().st_size < 10e6 and "digits-cnn@2" in html and "<script src=" not in html
 
     import odinlab
     store = odinlab.open_store(tmp_path / "demo", mode="r")
