@@ -34,7 +34,7 @@ QUICKSTART = [
     ("code", "explorer.select('NOT correct')\nexplorer.selected().select('image_id', 'label', 'predicted', 'loss').head()"),
     ("md", "## Asking in the odin language"),
     ("code", "%load_ext odinlab\n%odin use store"),
-    ("code", "%%odin\nimages in test where misclassified by cnn | show table"),
+    ("code", "%%odin\nimages where split = test and misclassified by cnn | label errors of cnn top 10 | show table"),
     ("md", "## A report for a colleague\n\nOne HTML file that works offline."),
     ("code", "path = odinlab.report(store, [v1], path='quickstart-report.html', images='test')\npath"),
 ]
