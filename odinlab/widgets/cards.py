@@ -9,6 +9,7 @@ card, in card order), and says which ids have thumbnails (``_thumb_ids``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import anywidget
 import numpy as np
@@ -17,6 +18,17 @@ import traitlets
 from odinlab.widgets.gallery import ThumbnailCache, _Callbacks
 
 __all__ = ["CardsView"]
+
+
+def esm_with_thumbs(filename: str) -> str:
+    """A card view's browser module (``filename`` beside this file) after thumbs.js, whose
+    ``placeThumbs`` it calls: anywidget takes one module per view, so the shared code comes first.
+
+    >>> "function placeThumbs" in esm_with_thumbs("clusters.js")
+    True
+    """
+    here = Path(__file__).parent
+    return (here / "thumbs.js").read_text(encoding="utf-8") + (here / filename).read_text(encoding="utf-8")
 
 
 class CardsView(anywidget.AnyWidget):

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from odinlab.errors import NotMaterializedError, OdinError, UnknownColumnError
-from odinlab.widgets.cards import CardsView
+from odinlab.widgets.cards import CardsView, esm_with_thumbs
 from odinlab.widgets.gallery import ThumbnailCache, describe_images
 
 __all__ = ["ClusterView", "cluster_cards"]
@@ -91,7 +91,7 @@ class ClusterView(CardsView):
     True
     """
 
-    _esm = Path(__file__).with_name("clusters.js")
+    _esm = esm_with_thumbs("clusters.js")
     _css = Path(__file__).with_name("clusters.css")
 
     def __init__(self, store, model, layer: str = "head.fc1", images=None, *, clusters: pl.DataFrame | None = None,

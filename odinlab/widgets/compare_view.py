@@ -22,7 +22,7 @@ import polars as pl
 import traitlets
 
 from odinlab.errors import OdinError, OptionError
-from odinlab.widgets.cards import CardsView
+from odinlab.widgets.cards import CardsView, esm_with_thumbs
 from odinlab.widgets.gallery import ThumbnailCache, describe_images
 
 __all__ = ["CompareView"]
@@ -69,7 +69,7 @@ class CompareView(CardsView):
     1.0
     """
 
-    _esm = Path(__file__).with_name("compare_view.js")
+    _esm = esm_with_thumbs("compare_view.js")
     _css = Path(__file__).with_name("compare_view.css")
 
     summary = traitlets.Dict().tag(sync=True)          # compare.agreement's row

@@ -76,14 +76,7 @@ function render({ model, el: host }) {
   }
 
   function onMessage(content, buffers) {
-    if (!content || content.kind !== "thumbs" || content.version !== model.get("version")) return;
-    const imgs = grid.querySelectorAll(".odinlab-pair-img");
-    (buffers || []).forEach((png, i) => {
-      if (!imgs[i]) return;
-      const url = URL.createObjectURL(new Blob([png], { type: "image/png" }));
-      urls.push(url);
-      imgs[i].src = url;
-    });
+    placeThumbs(model, grid, ".odinlab-pair-img", urls, content, buffers);  // thumbs.js
   }
 
   function update() {

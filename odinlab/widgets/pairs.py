@@ -14,7 +14,7 @@ import polars as pl
 
 from odinlab.errors import BoundaryError, OdinError, UnknownColumnError
 from odinlab.widgets.clusters import _class_name
-from odinlab.widgets.cards import CardsView
+from odinlab.widgets.cards import CardsView, esm_with_thumbs
 from odinlab.widgets.gallery import ThumbnailCache
 
 __all__ = ["PairsView", "pair_cards"]
@@ -64,7 +64,7 @@ class PairsView(CardsView):
     True
     """
 
-    _esm = Path(__file__).with_name("pairs.js")
+    _esm = esm_with_thumbs("pairs.js")
     _css = Path(__file__).with_name("pairs.css")
 
     _count_dtype = "u1"  # 0, 1 or 2 images of a pair selected

@@ -21,6 +21,7 @@ import polars as pl
 import traitlets
 
 from odinlab.errors import NotMaterializedError, OdinError, OptionError, UnknownUnitError
+from odinlab.widgets.cards import esm_with_thumbs
 from odinlab.widgets.detail import _png
 from odinlab.widgets.gallery import ThumbnailCache, _Callbacks, describe_images, pack_mask
 
@@ -56,7 +57,7 @@ class UnitView(anywidget.AnyWidget):
     b'\\x89PNG'
     """
 
-    _esm = Path(__file__).with_name("unit_view.js")
+    _esm = esm_with_thumbs("unit_view.js")
     _css = Path(__file__).with_name("unit_view.css")
 
     message = traitlets.Unicode("").tag(sync=True)     # shown instead of the view when not empty
