@@ -30,3 +30,29 @@ def tiny_store(store):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def two_versions():
+    """Build, at a store URL or path, digits with two versions of a small CNN: cnn@1 trained briefly and
+    cnn@2 = cnn@1 with its conv layers frozen and the head trained on; both with their test predictions
+    and ``layers`` stored (``images=None``: of every image). Returns the store (the comparison view's tests, in Python and in the browser)."""
+    def build(where, layers=("features.relu2", "head.fc1"), *, tuned_epochs=2, images="test"):
+        from odinlab.nets import SmallCNN
+        from odinlab.training import fit
+
+        torch.manual_seed(0)
+        store = odinlab.open_store(str(where), create=True)
+        store.ingest(odinlab.datasets.digits())
+        v1 = SmallCNN(1, 10, width=8)
+        fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
+        store.register_model(v1, "cnn")
+        v2 = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
+        v2.features.requires_grad_(False)
+        fit(v2, store, "train", epochs=tuned_epochs, lr=1e-2, seed=1, progress=False)
+        store.register_model(v2, "cnn", parent="cnn@1")
+        for net in (v1, v2):
+            store.materialize(net, list(layers), images=images, progress=False)
+        return store
+
+    return build

@@ -1,32 +1,19 @@
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from scipy.stats import binomtest, chi2
 
 import odinlab
 from odinlab.debug import compare
 from odinlab.draw.compare import cka_figure, class_delta_figure
 from odinlab.nets import SmallCNN
-from odinlab.training import fit
 
 
 @pytest.fixture(scope="module")
-def versions():
+def versions(two_versions):
     """v1 trained on digits; v2 = v1 with its conv layers frozen and the head trained on."""
-    torch.manual_seed(0)
-    store = odinlab.open_store("memory://compare-versions", create=True)
-    store.ingest(odinlab.datasets.digits())
-    v1 = SmallCNN(1, 10, width=8)
-    fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
-    store.register_model(v1, "cnn")
-    v2 = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
-    v2.features.requires_grad_(False)
-    fit(v2, store, "train", epochs=6, lr=1e-2, seed=1, progress=False)
-    store.register_model(v2, "cnn", parent="cnn@1")
-    for net in (v1, v2):
-        store.materialize(net, ["features.relu2", "head.fc1"], progress=False)
-    return store, v1, v2
+    store = two_versions("memory://compare-versions", ["features.relu2", "head.fc1"], tuned_epochs=6, images=None)
+    return store, store.module("cnn@1"), store.module("cnn@2")
 
 
 def test_agreement_counts_and_mcnemar_follow_the_paired_predictions(versions):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import lab
 
@@ -26,27 +25,6 @@ NOTEBOOK = "compare_units.ipynb"
 LAYERS = ["features.relu2", "head.fc1"]
 UNIT_LAYER = "features.relu2"
 COMPARE, UNIT = ".odinlab-compare", ".odinlab-unit"
-
-
-def build_store(folder: Path):
-    """Two versions of a digits CNN, their test predictions and two layers stored, in ``folder/store``."""
-    import odinlab
-    from odinlab.nets import SmallCNN
-    from odinlab.training import fit
-
-    torch.manual_seed(0)
-    store = odinlab.open_store(str(folder / "store"), create=True)
-    store.ingest(odinlab.datasets.digits())
-    v1 = SmallCNN(1, 10, width=8)
-    fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
-    store.register_model(v1, "cnn")
-    v2 = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
-    v2.features.requires_grad_(False)
-    fit(v2, store, "train", epochs=2, lr=1e-2, seed=1, progress=False)
-    store.register_model(v2, "cnn", parent="cnn@1")
-    for net in (v1, v2):
-        store.materialize(net, LAYERS, images="test", progress=False)
-    return store
 
 
 def cells(unit: int) -> list[str]:
@@ -64,12 +42,12 @@ def cells(unit: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def session(chromium, tmp_path_factory):
+def session(chromium, tmp_path_factory, two_versions):
     """(page, console errors, expected values computed in this process from the same store)."""
     from odinlab.debug import compare, units
 
     folder = tmp_path_factory.mktemp("e2e-compare-units")
-    store = build_store(folder)
+    store = two_versions(folder / "store", LAYERS)  # on disk: the notebook's kernel opens it
     values = units.unit_activations(store, "cnn@1", UNIT_LAYER, "test").values
     unit = int(np.argmax(values.std(axis=0)))  # a live unit: it has top images
     expected = {

@@ -6,12 +6,10 @@ import uuid
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 import odinlab
 from odinlab.debug import compare
 from odinlab.nets import SmallCNN
-from odinlab.training import fit
 from odinlab.widgets.compare_view import CompareView
 from odinlab.widgets.gallery import GalleryView
 from odinlab.widgets.links import SelectionHub
@@ -20,22 +18,9 @@ LAYERS = ["features.relu2", "head.fc1"]
 
 
 @pytest.fixture(scope="module")
-def versions():
-    """Digits; v1 trained briefly, v2 = v1 with its conv layers frozen and the head trained on
-    (as tests/debug/test_compare.py); both versions' test predictions and two layers stored."""
-    torch.manual_seed(0)
-    store = odinlab.open_store(f"memory://compare-view-{uuid.uuid4().hex}", create=True)
-    store.ingest(odinlab.datasets.digits())
-    v1 = SmallCNN(1, 10, width=8)
-    fit(v1, store, "train", epochs=2, lr=1e-2, progress=False)
-    store.register_model(v1, "cnn")
-    v2 = store.load_weights(SmallCNN(1, 10, width=8), "cnn@1")
-    v2.features.requires_grad_(False)
-    fit(v2, store, "train", epochs=2, lr=1e-2, seed=1, progress=False)
-    store.register_model(v2, "cnn", parent="cnn@1")
-    for net in (v1, v2):
-        store.materialize(net, LAYERS, images="test", progress=False)
-    return store
+def versions(two_versions):
+    """Digits with cnn@1 and cnn@2 (conv layers frozen, head trained on); test predictions and LAYERS stored."""
+    return two_versions(f"memory://compare-view-{uuid.uuid4().hex}", LAYERS)
 
 
 @pytest.fixture(scope="module")
