@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from odinlab import datasets, errors
 from odinlab.errors import *  # noqa: F403  (every error class, one name per idea)
+from odinlab.parallel import parallel
 from odinlab.store import ModelRecord, Selection, Store, open_store
 
 try:
@@ -17,7 +18,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "explore", "open_store", "report"]
+__all__ = [*errors.ERRORS, "ModelRecord", "Selection", "Store", "datasets", "explore", "open_store", "parallel", "report"]
 
 
 def __getattr__(name: str):

@@ -34,6 +34,7 @@ from odinlab.store import quantize
 
 CHUNK_BYTES = 1 << 20
 DONE_CHUNK = 16384
+MAX_CHUNK_ROWS = 1024  # see chunk_rows
 # zstd level 1 with byte shuffle: measured 1.6x faster to write than level 3 + bitshuffle on
 # ReLU maps, and 7-15% smaller (bench/storage.py). The checksum comes last, so it is checked
 # before Blosc ever sees the bytes: a truncated chunk cannot crash the decoder.
@@ -119,17 +120,40 @@ class RowArray:
             return self._write(rows, x, **extras)
 
     def _write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
+        per_row = self.write_values(rows, x)
+        self.commit(rows, **per_row, **extras)
+        return float(per_row["error"].mean()) if len(rows) else 0.0
+
+    def write_values(self, rows: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Encode ``x`` and write it to ``values`` only; return what :meth:`commit` writes for these rows.
+
+        The first half of a write, for a worker that owns whole chunks of ``values`` (the other
+        arrays have bigger chunks, shared by many workers: the caller commits them).
+
+        >>> arr = ArraySpec("doc/split", (2,), "uint8").open(zarr.open_group(MemoryStore()), capacity=4)
+        >>> per_row = arr.write_values(np.array([0, 1]), np.array([[0, 1], [2, 4]], np.float32))
+        >>> sorted(per_row), arr.done_rows(np.array([0, 1])).tolist()
+        (['error', 'low', 'step'], [False, False])
+        >>> arr.commit(np.array([0, 1]), **per_row); arr.read(np.array([1])).tolist()
+        [[2.0, 4.0]]
+        """
+        values, step, low = quantize.encode(x, self.dtype)
+        write_rows(self.values, rows, values)
+        per_row = {"error": quantize.relative_error(x, quantize.decode(values, step, low))}
+        if self.quantized:
+            per_row |= {"step": step, "low": low}
+        return per_row
+
+    def commit(self, rows: np.ndarray, *, error: np.ndarray, step: np.ndarray | None = None,
+               low: np.ndarray | None = None, **extras: np.ndarray) -> None:
+        """Write the per-row arrays of rows whose ``values`` are written, and mark them done (last)."""
         for name, column in extras.items():
             write_rows(self.group[name], rows, column.astype(np.float32))
-        values, step, low = quantize.encode(x, self.dtype)
-        error = quantize.relative_error(x, quantize.decode(values, step, low))
-        write_rows(self.values, rows, values)
         if self.quantized:
             write_rows(self.group["step"], rows, step)
             write_rows(self.group["low"], rows, low)
         write_rows(self.group["error"], rows, error)
-        write_rows(self.done, rows, np.ones(len(rows), bool))  # the commit point of this batch
-        return float(error.mean()) if len(error) else 0.0
+        write_rows(self.done, rows, np.ones(len(rows), bool))  # the commit point of these rows
 
     def read_extra(self, name: str, rows: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
         if not len(rows):
@@ -145,6 +169,22 @@ class RowArray:
         return quantize.decode(values, step, low)
 
 
+def chunk_rows(shape: tuple[int, ...], dtype: str) -> int:
+    """Rows per chunk of a new ``values`` array: about :data:`CHUNK_BYTES`, a power of two, at most
+    :data:`MAX_CHUNK_ROWS`.
+
+    Powers of two make the chunks of all arrays nest (each divides the largest), so work split at
+    the largest chunk's boundaries gives every worker whole chunks of every array; the cap keeps
+    enough chunks of small per-image arrays (predictions, pooled maps) to split among workers.
+
+    >>> chunk_rows((10,), "float32"), chunk_rows((32, 16, 16), "float16")
+    (1024, 64)
+    """
+    per_row = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    rows = int(np.clip(CHUNK_BYTES // per_row, 1, MAX_CHUNK_ROWS))
+    return 1 << (rows.bit_length() - 1)
+
+
 def _complete(group: zarr.Group, spec: ArraySpec) -> bool:
     """Whether every member exists and the attributes were written (a crash can cut creation short)."""
     return "dtype" in group.attrs and all(name in group for name in spec.members())
@@ -158,8 +198,7 @@ def _create(root: zarr.Group, spec: ArraySpec, capacity: int) -> None:
     without its ``done`` (only member metadata, which the next creation overwrites).
     """
     staging = zarr.open_group(MemoryStore(), mode="w")
-    per_row = max(1, int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize)
-    rows = int(np.clip(CHUNK_BYTES // per_row, 1, 8192))
+    rows = chunk_rows(spec.shape, spec.dtype)
     staging.create_array("values", shape=(capacity, *spec.shape), chunks=(rows, *spec.shape),
                          dtype=spec.dtype, compressors=COMPRESSOR, fill_value=0)
     if spec.dtype == "uint8":

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 
 from odinlab.errors import NotMaterializedError, OptionError
 from odinlab.store.arrays import ArraySpec, RowArray
+from odinlab.parallel.context import current_client
 from odinlab.store.backend import Backend, writes
+from odinlab.store.distributed import materialize_on
 from odinlab.store.images import ImageCatalog
 from odinlab.store.labelled import labelled
 from odinlab.store.layout import area_path, layer_path, model_root, predictions_path
@@ -45,7 +47,7 @@ class Materializer:
     def materialize(self, model: ModelRef, layers=(), images: ImageSelection = None, *,
                     model_id: str | None = None, batch_size: int | str = "auto",
                     memory_budget: int | str = "2GB", dtype: str = "float16",
-                    pool: int | dict | None = None, progress: bool = True) -> pl.DataFrame:
+                    pool: int | dict | None = None, progress: bool = True, scheduler=None) -> pl.DataFrame:
         """Store predictions and the activations of ``layers`` for ``images``; return a report.
 
         All layers come from one forward pass per batch. ``dtype`` is float32, float16 or
@@ -54,6 +56,9 @@ class Materializer:
         ``batch_size="auto"`` batches fit ``memory_budget``. Interrupted runs resume: batches
         already done are skipped, so a second call costs nothing and says so. A module given
         with ``model_id=`` must hold that version's weights (else ``WeightsMismatchError``).
+        With a Dask client (``scheduler=client``, or inside ``with odinlab.parallel(client):``)
+        the images are split by chunk across the cluster's workers, which load the version's
+        weights from the store and write their own chunks (see :mod:`odinlab.store.distributed`).
 
         >>> report = store.materialize(net, ["features.conv2", "head.fc1"], "val", progress=False)
         >>> report.select("array", "computed").rows()
@@ -76,9 +81,14 @@ class Materializer:
                    for b in selection.chunks(size)]
         pending = [(b, todo) for b, todo in pending if todo]
         computed = {name: 0 for name in targets}
+        client = current_client(scheduler)
         if not pending:
             log.info("%s: all %d arrays are already materialized for these %d images; nothing computed.",
                      model_id, len(targets), len(rows))
+        elif client is not None:
+            materialize_on(client, self._backend.url, module, record, layers, pool, targets,
+                           selection[np.isin(rows, np.concatenate([b.rows for b, _ in pending]))], size,
+                           computed, progress)
         else:
             total = sum(len(b) for b, _ in pending)
             # One writer thread: batch i is encoded and written while batch i+1 runs forward.
