@@ -121,7 +121,7 @@ class RowArray:
 
     def _write(self, rows: np.ndarray, x: np.ndarray, **extras: np.ndarray) -> float:
         per_row = self.write_values(rows, x)
-        self.commit(rows, **per_row, **extras)
+        self._commit(rows, per_row["error"], per_row.get("step"), per_row.get("low"), extras)
         return float(per_row["error"].mean()) if len(rows) else 0.0
 
     def write_values(self, rows: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -147,6 +147,10 @@ class RowArray:
     def commit(self, rows: np.ndarray, *, error: np.ndarray, step: np.ndarray | None = None,
                low: np.ndarray | None = None, **extras: np.ndarray) -> None:
         """Write the per-row arrays of rows whose ``values`` are written, and mark them done (last)."""
+        with self.guard():
+            self._commit(rows, error, step, low, extras)
+
+    def _commit(self, rows, error, step, low, extras) -> None:
         for name, column in extras.items():
             write_rows(self.group[name], rows, column.astype(np.float32))
         if self.quantized:

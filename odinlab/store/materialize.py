@@ -72,6 +72,7 @@ class Materializer:
         if dtype not in DTYPES:
             raise OptionError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
         _check_pool(pool)
+        client = current_client(scheduler)
         self._models.check_input_shape(record)
         selection = self._images.select(images).unique()  # in row order: sequential writes
         rows = selection.rows
@@ -81,7 +82,6 @@ class Materializer:
                    for b in selection.chunks(size)]
         pending = [(b, todo) for b, todo in pending if todo]
         computed = {name: 0 for name in targets}
-        client = current_client(scheduler)
         if not pending:
             log.info("%s: all %d arrays are already materialized for these %d images; nothing computed.",
                      model_id, len(targets), len(rows))

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from odinlab.debug.attribution.batches import BatchesMixin
+from odinlab.debug.attribution.distributed import attribute_on, scale_maps
 from odinlab.debug.attribution.methods import (
     _DISTRIBUTION,
     _PERFORMANCE,
@@ -38,6 +39,7 @@ from odinlab.errors import (
     UnknownMethodError,
     listing,
 )
+from odinlab.parallel.context import current_client
 from odinlab.store.labelled import labelled
 from odinlab.store.layout import digest
 from odinlab.store.models import ModelRef
@@ -82,6 +84,9 @@ class Attributor(BatchesMixin):
     def __init__(self, store, model: ModelRef, method="integrated_gradients", *, layer=None,
                  noise_tunnel=None, upsample: str = "bilinear", memory_budget: int | str = "1GB",
                  seed: int = 0, **method_kwargs):
+        # What a worker of a Dask cluster needs to build the same attributor (see .distributed).
+        self.settings = {"method": method, "layer": layer, "noise_tunnel": noise_tunnel, "upsample": upsample,
+                         "memory_budget": memory_budget, "seed": seed, **method_kwargs}
         self.store = store
         self.record = store.model(model)  # resolved once; every later call passes the record on
         self.model_id = self.record.model_id
@@ -110,7 +115,7 @@ class Attributor(BatchesMixin):
     # -- public ---------------------------------------------------------------------------
 
     def attribute(self, images: ImageSelection = None, target="prediction", baselines=None, *,
-                  batch_size: int = 256, progress: bool = True) -> xr.DataArray:
+                  batch_size: int = 256, progress: bool = True, scheduler=None) -> xr.DataArray:
         """Attribution maps of ``images`` for ``target``, labelled by image id, in the order selected.
 
         Returns a float32 ``xarray.DataArray`` with dims ``("image_id", "channel", "y", "x")``
@@ -122,7 +127,8 @@ class Attributor(BatchesMixin):
         images), ``"zeros+mean"`` (the two as a distribution), a number, or an array
         broadcastable to (C, H, W) or (K, C, H, W) for a distribution; the default is zeros, and
         zeros plus the mean for GradientShap and DeepLiftShap. Images not stored yet for these
-        settings are computed ``batch_size`` at a time.
+        settings are computed ``batch_size`` at a time; with a Dask client (``scheduler=client`` or
+        ``with odinlab.parallel(client):``) on the cluster's workers, split by chunk.
 
         >>> attr = Attributor(store, net, method="saliency")
         >>> maps = attr.attribute("val", progress=False)
@@ -133,11 +139,11 @@ class Attributor(BatchesMixin):
         """
         selection = self.store.select(images)
         target = self._check_target(target)
-        maps, aux = self._compute(selection, target, baselines, batch_size, progress)
+        maps, aux = self._compute(selection, target, baselines, batch_size, progress, scheduler)
         return self._labelled(self._read(maps, aux, selection.rows), selection, target, MAP_DIMS, "attribution")
 
     def deltas(self, images: ImageSelection = None, target="prediction", baselines=None, *,
-               batch_size: int = 256, progress: bool = True) -> xr.DataArray:
+               batch_size: int = 256, progress: bool = True, scheduler=None) -> xr.DataArray:
         """Captum's convergence delta of each image's attribution (computed if not stored yet).
 
         A DataArray over ``image_id``, in the order selected. For Integrated Gradients it is the
@@ -156,7 +162,7 @@ class Attributor(BatchesMixin):
                                      f"{listing(with_delta)}.")
         selection = self.store.select(images)
         target = self._check_target(target)
-        _, aux = self._compute(selection, target, baselines, batch_size, progress)
+        _, aux = self._compute(selection, target, baselines, batch_size, progress, scheduler)
         values = aux.read(selection.rows)[:, 1] if len(selection) else np.zeros(0, np.float32)
         return self._labelled(values, selection, target, (), "delta")
 
@@ -360,10 +366,11 @@ class Attributor(BatchesMixin):
 
     # -- computing ------------------------------------------------------------------------
 
-    def _compute(self, selection: Selection, target, baselines, batch_size: int, progress: bool):
+    def _compute(self, selection: Selection, target, baselines, batch_size: int, progress: bool, scheduler=None):
         """Arrays holding the maps and (scale, delta) of every selected image, computing those missing."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
+        client = current_client(scheduler)
         if target == "label" and (selection.labels < 0).any():
             raise LabelError(f"target='label' but {int((selection.labels < 0).sum())} of the selected images "
                              "have no label; use target='prediction' or a class.")
@@ -375,6 +382,9 @@ class Attributor(BatchesMixin):
         except ReadOnlyStoreError:  # nothing can be stored: read what is, compute the rest in memory
             return self._in_memory(unique, key, target, base, batch_size, progress)
         missing = unique[~maps.done_rows(unique.rows)] if len(unique) else unique
+        if client is not None and len(missing):
+            attribute_on(client, self, missing, target, base, key, maps, aux, batch_size, progress)
+            return maps, aux
         # Batches are written a Zarr chunk of rows at a time (at most ~1 MiB of maps waits):
         # every write rewrites whole chunks, so writing each small batch would repeat that work.
         flush_rows = max(batch_size, maps.values.chunks[0])
@@ -437,10 +447,7 @@ class _InMemory:
 
 
 def _write_batch(maps, aux, rows: np.ndarray, values: np.ndarray, delta: np.ndarray) -> None:
-    """Store one batch: maps in float16 divided by their largest |value| (kept as a float32
-    scale beside the delta), so that small and large maps keep float16's relative precision."""
-    scale = np.abs(values).reshape(len(rows), -1).max(axis=1)
-    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
+    """Store one batch: maps in float16 divided by their largest |value| (see :func:`scale_maps`)."""
+    scale, scaled = scale_maps(values)
     aux.write(rows, np.stack([scale, delta], axis=1))  # first: the maps' done mask is the commit
-    maps.write(rows, values / scale[:, None, None, None])
-
+    maps.write(rows, scaled)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from odinlab.debug.gradients.kernels import Grads
 from odinlab.debug.gradients.layers import LayerSpec
 from odinlab.errors import LabelError, listing
+from odinlab.parallel.context import current_client
 from odinlab.store.arrays import RowArray, read_rows, write_rows
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import Selection
@@ -122,13 +123,27 @@ class LayerArrays:
 
     def write(self, rows: np.ndarray, grads: Grads) -> None:
         """Values first, then each part's ``done`` (the commit point); ``rows`` sorted."""
-        values = {"full": grads.to_full().flat} if self.form == "full" \
-            else {"prefix": grads.prefix, "suffix": grads.suffix}
-        for name, part in self.parts.items():
-            data = values[name].detach().cpu().numpy().astype(part.dtype, copy=False)
+        for part in self.parts.values():
             with part.guard():  # the store's writer lock: two processes never mix rows in a chunk
-                write_rows(part.values, rows, data)
+                self.write_values(rows, grads, only=part)
                 write_rows(part.done, rows, np.ones(len(rows), bool))
+
+    def write_values(self, rows: np.ndarray, grads: Grads, only: RowArray | None = None) -> None:
+        """Write the values of ``rows`` (sorted) without marking them done: for a worker of a Dask
+        cluster that owns their chunks; the caller commits them with :meth:`commit`."""
+        values = {"full": lambda: grads.to_full().flat, "prefix": lambda: grads.prefix, "suffix": lambda: grads.suffix}
+        for name, part in self.parts.items():
+            if only is None or part is only:
+                write_rows(part.values, rows, values[name]().detach().cpu().numpy().astype(part.dtype, copy=False))
+
+    def commit(self, rows: np.ndarray) -> None:
+        """Mark ``rows`` done in every part, once their values are written."""
+        for part in self.parts.values():
+            with part.guard():
+                write_rows(part.done, rows, np.ones(len(rows), bool))
+
+    def chunk_rows(self) -> list[int]:
+        return [part.values.chunks[0] for part in self.parts.values()]
 
     def read(self, rows: np.ndarray, device=None) -> Grads:
         """The gradients of ``rows`` (any order) as a :class:`Grads` of the stored dtype."""
@@ -139,13 +154,18 @@ class LayerArrays:
 
 
 def capture_selection(store, module: nn.Module, model_id: str, targets: dict[str, LayerArrays],
-                      selection: Selection, *, batch_size: int, progress: bool) -> dict[str, int]:
+                      selection: Selection, *, batch_size: int, progress: bool, scheduler=None) -> dict[str, int]:
     """Capture every layer's gradients for the images some array lacks; return images computed per layer.
 
     ``selection`` holds each image once, in row order (``Selection.unique``), so every batch
     writes sorted rows.
     """
     check_labels(selection)
+    client = current_client(scheduler)
+    if client is not None:
+        from odinlab.debug.gradients.distributed import capture_on  # it builds on this module
+
+        return capture_on(client, store, module, model_id, targets, selection, batch_size, progress)
     pending = []  # (batch, {layer: images of the batch that layer lacks}): each done mask read once
     for batch in selection.chunks(batch_size):
         fresh = {layer: ~t.done_rows(batch.rows) for layer, t in targets.items()}

@@ -38,6 +38,7 @@ from odinlab.errors import (
     UnsupportedLayerError,
     listing,
 )
+from odinlab.parallel.context import current_client
 from odinlab.store.labelled import labelled
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
@@ -93,10 +94,13 @@ class GradientStore:
         """
         return plan_frame(self.specs, self.forms, self.dtype)
 
-    def capture(self, images: ImageSelection = None, *, batch_size: int = 128, progress: bool = True) -> pl.DataFrame:
+    def capture(self, images: ImageSelection = None, *, batch_size: int = 128, progress: bool = True,
+                scheduler=None) -> pl.DataFrame:
         """Compute and store the gradients of every layer for ``images``: one forward and one
         backward pass per batch, model in eval mode, cross-entropy against the label summed over
-        the batch. Images already stored are skipped (a second call computes nothing).
+        the batch. Images already stored are skipped (a second call computes nothing). With a Dask
+        client (``scheduler=client`` or ``with odinlab.parallel(client):``) the images are split by
+        chunk across the cluster's workers.
 
         >>> grads = GradientStore(store, net, "head.fc2")
         >>> grads.capture(["digits-0000", "digits-0001"], progress=False)["computed"].to_list()
@@ -108,12 +112,13 @@ class GradientStore:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive int, not {batch_size!r}.")
         module = self._require_module("capture gradients")
+        client = current_client(scheduler)  # checked before any array is created
         self.store.check_input_shape(self.record)
         selection = self.store.select(images).unique()  # row order: each batch writes sorted rows
         targets = {layer: self._open(layer, create=True) for layer in self.layers}
         self._record_plan()
         computed = capture_selection(self.store, module, self.model_id, targets, selection,
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, progress=progress, scheduler=client or "local")
         if not any(computed.values()):
             log.info("%s: gradients of %d layers are already stored for these %d images; nothing computed.",
                      self.model_id, len(self.layers), len(selection))
