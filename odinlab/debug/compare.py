@@ -4,16 +4,21 @@ Both versions must have stored predictions for the images (``store.materialize``
 similarity and movement read materialized activations (computed on demand when this
 session has the modules). Every function is ``f(store, model_a, model_b, ..., images=None)``
 and returns a polars frame; the figures are in :mod:`odinlab.draw.compare`.
+
+:func:`cka_matrix` is out-of-core: above ``odinlab.in-memory-limit`` (Dask config, see
+:mod:`odinlab.store.lazy`) it streams both layers through ``dask.array.from_zarr``.
 """
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import polars as pl
 from scipy.stats import binomtest, chi2, rankdata
 
 from odinlab.errors import ComparisonError, NotMaterializedError
 from odinlab.store.layout import digest
+from odinlab.store.lazy import compute, lazy_layer
 from odinlab.store.metrics import classification_metrics
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
@@ -129,10 +134,15 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def cka_matrix(store, model_a, model_b, layers_a: list[str], layers_b: list[str],
-               images: ImageSelection = None) -> pl.DataFrame:
+               images: ImageSelection = None, *, scheduler=None) -> pl.DataFrame:
     """Linear CKA between every layer of a and every layer of b, on the same images (cached).
 
     Columns: layer_a, layer_b, cka. Draw it with :func:`odinlab.draw.compare.cka_figure`.
+
+    Out-of-core: when the layers' rows exceed ``odinlab.in-memory-limit``, or with
+    ``scheduler=client`` (a Dask client, or ``odinlab.parallel``), each layer is read on Dask by
+    Zarr chunk: its mean first, then ``XᵀY``, ``XᵀX``, ``YᵀY`` of the centred rows summed over
+    chunks (float64), so memory holds chunks and features × features matrices, never all images.
 
     >>> m = cka_matrix(store, "cnn@1", "cnn@1", ["head.fc1"], ["head.fc1"], "val")
     >>> round(m["cka"][0], 6)
@@ -145,6 +155,11 @@ def cka_matrix(store, model_a, model_b, layers_a: list[str], layers_b: list[str]
               "images": digest({"ids": selection.ids})}
 
     def compute() -> pl.DataFrame:
+        streamed = _streamed_cka(store, a, b, layers_a, layers_b, selection, scheduler)
+        if streamed is not None:
+            return pl.DataFrame([{"layer_a": la, "layer_b": lb, "cka": streamed[la, lb]}
+                                 for la in layers_a for lb in layers_b],
+                                schema={"layer_a": pl.String, "layer_b": pl.String, "cka": pl.Float64})
         acts_b = {layer: _values(store, b, layer, selection) for layer in layers_b}
         rows = []
         for layer_a in layers_a:
@@ -154,6 +169,29 @@ def cka_matrix(store, model_a, model_b, layers_a: list[str], layers_b: list[str]
         return pl.DataFrame(rows, schema={"layer_a": pl.String, "layer_b": pl.String, "cka": pl.Float64})
 
     return store.results.table(a, "cka", params, compute)
+
+
+def _streamed_cka(store, a: ModelRecord, b: ModelRecord, layers_a: list[str], layers_b: list[str],
+                  selection: Selection, scheduler) -> dict | None:
+    """``{(layer_a, layer_b): cka}`` computed by chunks on Dask, or None when the layers fit in memory."""
+    record = {a.model_id: a, b.model_id: b}
+    sides = [(a.model_id, layer) for layer in layers_a] + [(b.model_id, layer) for layer in layers_b]
+    lazy = {side: lazy_layer(store, record[side[0]], side[1], selection, scheduler=scheduler) for side in sides}
+    if all(x is None for x in lazy.values()):
+        return None
+    lazy = {side: x if x is not None else lazy_layer(store, record[side[0]], side[1], selection, force=True)
+            for side, x in lazy.items()}
+    flat = {side: x.reshape(x.shape[0], -1).astype(np.float64) for side, x in lazy.items()}
+    # The means first, in their own pass: centring inside one graph would keep every chunk until
+    # the mean is known, i.e. the whole layer in memory.
+    means = compute(*[x.mean(axis=0) for x in flat.values()], scheduler=scheduler)
+    centred = {side: x - mean for (side, x), mean in zip(flat.items(), means)}
+    norms = compute(*[da.linalg.norm(x.T @ x) for x in centred.values()], scheduler=scheduler)
+    norm = dict(zip(centred, norms))
+    pairs = [((a.model_id, la), (b.model_id, lb)) for la in layers_a for lb in layers_b]
+    crossed = compute(*[da.linalg.norm(centred[y].T @ centred[x]) ** 2 for x, y in pairs], scheduler=scheduler)
+    return {(x[1], y[1]): float(c / (norm[x] * norm[y])) if norm[x] > 0 and norm[y] > 0 else 0.0
+            for (x, y), c in zip(pairs, crossed)}
 
 
 def flips(store, model_a, model_b, layer: str, images: ImageSelection = None, *,

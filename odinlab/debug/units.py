@@ -4,6 +4,10 @@ Reads materialized activations (computed on demand when this session has the mod
 convolutional channel's activation for an image is its spatial mean. Every score is computed
 for all units at once with matrix operations; results are cached in the store.
 
+:func:`unit_scores` is out-of-core: above ``odinlab.in-memory-limit`` (Dask config, see
+:mod:`odinlab.store.lazy`), or given a Dask client, it reads the layer through
+``dask.array.from_zarr`` in blocks of units holding every image, so each score is exact.
+
 A unit that gives the same value for every selected image (a "dead" ReLU channel: 0.0
 everywhere) has no top images: :func:`top_images` flags it and logs a warning instead of
 presenting an arbitrary order of tied images.
@@ -27,6 +31,7 @@ from odinlab.errors import (
 )
 from odinlab.store.labelled import labelled
 from odinlab.store.layout import digest
+from odinlab.store.lazy import by_unit_blocks, lazy_layer
 from odinlab.store.selection import ImageSelection, Selection
 
 log = logging.getLogger(__name__)
@@ -107,7 +112,8 @@ def _rows(frame: pl.DataFrame, unit: int, ranks: list, activations: list, dead: 
         ids).with_columns(activation=pl.Series(activations, dtype=pl.Float64), dead=pl.lit(dead))
 
 
-def unit_scores(store, model, layer: str, images: ImageSelection = None, *, by: str = "label") -> pl.DataFrame:
+def unit_scores(store, model, layer: str, images: ImageSelection = None, *, by: str = "label",
+                scheduler=None) -> pl.DataFrame:
     """How well each unit separates the values of ``by`` (a label or metadata column), best first.
 
     For a categorical column (``label``, strings, booleans): one-vs-rest ROC AUC of every
@@ -115,6 +121,10 @@ def unit_scores(store, model, layer: str, images: ImageSelection = None, *, by: 
     the images (``score`` = |AUC − 0.5| · 2, ``auc`` kept); columns unit, ``<by>`` (plus
     ``label_name`` for labels), auc, score. For a numeric column: Spearman correlation;
     columns unit, rho, score. Cached in the store.
+
+    Out-of-core: above ``odinlab.in-memory-limit``, or with ``scheduler=client`` (a Dask client,
+    or ``odinlab.parallel``), the layer is read on Dask in blocks of units holding every image
+    (each AUC or correlation exact, memory about one block); missing rows are materialized first.
 
     >>> unit_scores(store, "cnn@1", "head.fc1", "val").columns
     ['unit', 'label', 'label_name', 'auc', 'score']
@@ -124,10 +134,20 @@ def unit_scores(store, model, layer: str, images: ImageSelection = None, *, by: 
     params = {"v": VERSION, "layer": layer, "by": by, "images": digest({"ids": selection.ids})}
 
     def compute() -> pl.DataFrame:
-        values = _unit_values(store, record, layer, selection)
-        if _numeric(target, by):
-            return _spearman(values, target.to_numpy().astype(float))
-        return _auc(values, target, by, record.classes)
+        numeric = _numeric(target, by)
+        lazy = lazy_layer(store, record, layer, selection, scheduler=scheduler, units=True)
+        if lazy is None:
+            values = _unit_values(store, record, layer, selection)
+            return _spearman(values, target.to_numpy().astype(float)) if numeric \
+                else _auc(values, target, by, record.classes)
+        if numeric:
+            y = target.to_numpy().astype(float)
+            return _rho_frame(by_unit_blocks(lambda v: _rho(v, y)[None], lazy, 1, scheduler=scheduler)[0])
+        valid, values = _separated(target)
+        positives = [(target == value).fill_null(False).to_numpy() for value in values]
+        aucs = by_unit_blocks(lambda v: np.stack([_one_auc(v, p, valid) for p in positives]), lazy,
+                              len(values), scheduler=scheduler)
+        return _auc_frame(aucs, values, target, by, record.classes)
 
     return store.results.table(record, "unit_scores", params, compute)
 
@@ -193,16 +213,33 @@ def _unit_values(store, record, layer: str, selection: Selection) -> np.ndarray:
 
 
 def _auc(values: np.ndarray, target: pl.Series, by: str, classes: tuple[str, ...]) -> pl.DataFrame:
+    valid, kept = _separated(target)
+    aucs = [_one_auc(values, (target == value).fill_null(False).to_numpy(), valid) for value in kept]
+    return _auc_frame(np.array(aucs).reshape(len(kept), values.shape[1]), kept, target, by, classes)
+
+
+def _separated(target: pl.Series) -> tuple[np.ndarray, list]:
+    """Rows with a value, and the values that have both images with and images without them."""
+    valid = target.is_not_null().to_numpy()
+    kept = []
+    for value in sorted(target.drop_nulls().unique().to_list(), key=str):
+        positive = (target == value).fill_null(False).to_numpy()
+        if positive.sum() > 0 and (valid & ~positive).sum() > 0:
+            kept.append(value)
+    return valid, kept
+
+
+def _one_auc(values: np.ndarray, positive: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # Imported here: odinlab.sampling imports this module, so a top-level import would be circular.
     from odinlab.sampling.estimators import Design, domain_auc
 
-    valid = target.is_not_null().to_numpy()
-    design, frames = Design.full_scan(len(values)), []
-    for value in sorted(target.drop_nulls().unique().to_list(), key=str):
-        positive = (target == value).fill_null(False).to_numpy()
-        if positive.sum() == 0 or (valid & ~positive).sum() == 0:
-            continue
-        auc, _ = domain_auc(values, positive, design, valid=valid)
+    return domain_auc(values, positive, Design.full_scan(len(values)), valid=valid)[0]
+
+
+def _auc_frame(aucs: np.ndarray, kept: list, target: pl.Series, by: str, classes: tuple[str, ...]) -> pl.DataFrame:
+    """unit, the value, (label_name), auc, score for each value kept (rows of ``aucs``), best first."""
+    frames = []
+    for value, auc in zip(kept, aucs):
         frame = pl.DataFrame({"unit": np.arange(len(auc))}).with_columns(pl.lit(value, dtype=target.dtype).alias(by))
         if by == "label":
             frame = frame.with_columns(label_name=pl.lit(classes[value] if 0 <= value < len(classes) else None,
@@ -215,12 +252,20 @@ def _auc(values: np.ndarray, target: pl.Series, by: str, classes: tuple[str, ...
 
 
 def _spearman(values: np.ndarray, target: np.ndarray) -> pl.DataFrame:
+    return _rho_frame(_rho(values, target))
+
+
+def _rho(values: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Spearman correlation of every column of ``values`` with ``target`` (NaN targets left out)."""
     keep = ~np.isnan(target)
     ranks = rankdata(values[keep], axis=0)  # average ranks handle ties
     x = ranks - ranks.mean(axis=0)
     y = rankdata(target[keep]) - rankdata(target[keep]).mean()
     denominator = np.sqrt((x**2).sum(axis=0) * (y**2).sum())
-    rho = np.divide(x.T @ y, denominator, out=np.zeros(x.shape[1]), where=denominator > 0)
+    return np.divide(x.T @ y, denominator, out=np.zeros(x.shape[1]), where=denominator > 0)
+
+
+def _rho_frame(rho: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame({"unit": np.arange(len(rho)), "rho": rho, "score": np.abs(rho)}).sort(
         "score", descending=True, maintain_order=True)
 

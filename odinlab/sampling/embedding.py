@@ -6,6 +6,11 @@ version, layer, parameters, image set), so fitting again, in this session or a l
 read. Nothing is pickled into the store (a store is data, never code): the fitted reducer lives
 in this session only; on a reopened store, ``transform`` and ``inverse_transform`` refit it
 once with the same seed, which reproduces the stored coordinates.
+
+Features are out-of-core: when a layer's rows exceed ``odinlab.in-memory-limit`` (Dask config,
+see :mod:`odinlab.store.lazy`), :func:`layer_features` returns them lazily (a Dask-backed
+DataArray over ``dask.array.from_zarr``) and :class:`Embedding` reduces them with
+:class:`BlockPCA` by Zarr chunks, so only the images × ``pca`` matrix is ever in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import warnings
 import weakref
 
+import dask.array as da
 import numpy as np
 import polars as pl
 import torch
@@ -23,10 +29,14 @@ from tqdm.auto import tqdm
 from odinlab.errors import EmbeddingError
 from odinlab.store.labelled import labelled
 from odinlab.store.layout import digest
+from odinlab.store.lazy import compute, lazy_layer
 from odinlab.store.selection import ImageSelection
 from odinlab.torch_helpers import evaluating, hooks, module_device
 
 REDUCERS = ("umap", "pca", None)
+# Out-of-core PCA is exact (from the features × features covariance, as scikit-learn does for
+# tall data) up to this many features (a 128 MB matrix); beyond, Dask's randomized svd_compressed.
+COVARIANCE_FEATURES = 4096
 # Fitted reducers of this session, per store object and embedding key (never written to the store).
 _SESSION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -39,19 +49,84 @@ def layer_features(store, model, layer: str, images: ImageSelection = None, *, s
     ``module`` (or this session's module of ``model``); a layer never materialized with no
     module raises :class:`~odinlab.errors.NotMaterializedError`.
 
+    Out-of-core: above ``odinlab.in-memory-limit`` the DataArray wraps a lazy Dask array read
+    through ``dask.array.from_zarr`` (``.data``; ``.values`` would load it all), materializing
+    missing rows first.
+
     >>> feats = layer_features(store, "cnn@1", "features.relu2", ["digits-0000"], spatial="mean")
     >>> feats.dims, feats.shape
     (('image_id', 'feature'), (1, 32))
     """
     if spatial not in ("flatten", "mean"):
         raise EmbeddingError(f"spatial must be 'flatten' or 'mean', not {spatial!r}.")
-    acts = store.activations(model, layer, images, module=module)
+    selection = store.select(images)
+    lazy = lazy_layer(store, model, layer, selection, module=module, units=spatial == "mean")
+    if lazy is not None:
+        values = lazy.reshape(lazy.shape[0], -1)
+        return labelled(values, selection.ids, dims=("feature",), name=layer, model_id=store.model(model).model_id)
+    acts = store.activations(model, layer, selection, module=module)
     values = acts.values
     if values.ndim > 2:
         values = values.reshape(len(values), values.shape[1], -1)
         values = values.mean(axis=2) if spatial == "mean" else values.reshape(len(values), -1)
     return labelled(np.ascontiguousarray(values, dtype=np.float32), acts.image_id.values.tolist(),
                     dims=("feature",), name=layer, **acts.attrs)
+
+
+class BlockPCA:
+    """PCA fitted and applied by row blocks of a Dask array (or a numpy one), scikit-learn style.
+
+    Exact for up to :data:`COVARIANCE_FEATURES` features: the eigenvectors of the covariance
+    summed over chunks in float64, with scikit-learn's sign convention, so the components equal
+    ``PCA(svd_solver="covariance_eigh")``'s; wider features use ``dask.array.linalg.svd_compressed``.
+    ``transform`` of a Dask array returns numpy (images × components), computed by blocks.
+
+    >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype(np.float32)
+    >>> BlockPCA(2).fit(da.from_array(x, chunks=25)).transform(x).shape
+    (100, 2)
+    """
+
+    def __init__(self, n_components: int, seed: int = 0):
+        self.n_components, self.seed = n_components, seed
+
+    def fit(self, x, scheduler=None) -> BlockPCA:
+        x = (x if isinstance(x, da.Array) else da.from_array(np.asarray(x))).astype(np.float64)
+        n, d = x.shape
+        k = min(self.n_components, n, d)
+        self.mean_, = compute(x.mean(axis=0), scheduler=scheduler)  # its own pass: see compare._streamed_cka
+        centred = x - self.mean_
+        if d <= COVARIANCE_FEATURES:
+            covariance, = compute(centred.T @ centred, scheduler=scheduler)
+            values, vectors = np.linalg.eigh(covariance / max(n - 1, 1))
+            values, components = np.clip(values[::-1][:k], 0, None), vectors[:, ::-1][:, :k].T
+        else:
+            _, s, v = da.linalg.svd_compressed(centred.rechunk({1: -1}), k, n_power_iter=4, seed=self.seed)
+            s, components = compute(s, v, scheduler=scheduler)
+            values = s**2 / max(n - 1, 1)
+        # scikit-learn's svd_flip: the largest entry of each component is positive
+        signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+        self.components_ = components * np.where(signs == 0, 1, signs)[:, None]
+        self.explained_variance_, self.n_components_ = values, k
+        return self
+
+    def transform(self, x) -> np.ndarray:
+        return _by_blocks(self, x)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float64) - self.mean_) @ self.components_.T).astype(np.float32)
+
+    def inverse_transform(self, z) -> np.ndarray:
+        return (np.asarray(z, np.float64) @ self.components_ + self.mean_).astype(np.float32)
+
+
+def _by_blocks(pca, x, scheduler=None) -> np.ndarray:
+    """``pca.transform(x)`` (scikit-learn's or a BlockPCA), row block by row block when ``x`` is lazy."""
+    project = pca._project if isinstance(pca, BlockPCA) else pca.transform
+    if not isinstance(x, da.Array):
+        return project(x)
+    x = x.rechunk({1: -1})
+    out = x.map_blocks(project, dtype=np.float32, chunks=(x.chunks[0], (pca.n_components_,)))
+    return compute(out, scheduler=scheduler)[0]
 
 
 class Embedding:
@@ -136,17 +211,19 @@ class Embedding:
         """
         return self.fit(images).coordinates()
 
-    def _features(self, images: ImageSelection) -> np.ndarray:
+    def _features(self, images: ImageSelection):
+        """(images, features): numpy, or a Dask array when they go out of core."""
         return layer_features(self.store, self.record, self.layer, images, spatial=self.spatial,
-                              module=self.module).values
+                              module=self.module).data
 
-    def _fit_features(self, x: np.ndarray) -> np.ndarray:
-        """Fit the reducer on features ``x`` and keep it in this session; return the coordinates."""
+    def _fit_features(self, x) -> np.ndarray:
+        """Fit the reducer on features ``x`` (numpy or Dask) and keep it in this session; return the coordinates."""
         n, d = x.shape
         self.feature_dim_ = d
+        lazy = isinstance(x, da.Array)
         if d == self.n_components:
             self._remember(None, None)  # used as is
-            return x.astype(np.float32)
+            return _in_memory(x).astype(np.float32)
         if self.reducer is None:
             raise EmbeddingError(f"{self.layer} has {d} features but reducer=None needs exactly "
                                  f"n_components={self.n_components}; use reducer='umap' or 'pca'.")
@@ -156,9 +233,10 @@ class Embedding:
         with tqdm(total=steps, desc=f"embed {self.layer} ({n} images)", disable=not self.progress,
                   unit="step", delay=1) as bar:
             if self.reducer == "pca":
-                pca = PCA(n_components=min(self.n_components, n, d), random_state=self.seed).fit(x)
+                k = min(self.n_components, n, d)
+                pca = BlockPCA(k, self.seed).fit(x) if lazy else PCA(n_components=k, random_state=self.seed).fit(x)
                 self._remember(pca, None)
-                coords = pca.transform(x)
+                coords = _by_blocks(pca, x)
                 bar.update(1)
                 return _pad(coords, self.n_components).astype(np.float32)
             if n <= self.n_neighbors:
@@ -167,8 +245,9 @@ class Embedding:
             pca = None
             if self.pca is not None and d > self.pca and n > self.pca:
                 bar.set_postfix_str(f"PCA {d}→{self.pca}")
-                pca = PCA(n_components=self.pca, random_state=self.seed).fit(x)
-                x = pca.transform(x)
+                pca = BlockPCA(self.pca, self.seed) if lazy else PCA(n_components=self.pca, random_state=self.seed)
+                x = _by_blocks(pca.fit(x), x)  # out of core: only images × pca in memory
+            x = _in_memory(x)
             bar.update(1)
             bar.set_postfix_str("UMAP")
             reducer = self._umap().fit(x)
@@ -244,7 +323,8 @@ class Embedding:
             raise EmbeddingError(f"Features of {self.layer} have {x.shape[1]} dimensions, the embedding "
                                  f"was fitted on {self.feature_dim_}.")
         if pca is not None:
-            x = pca.transform(x)
+            x = _by_blocks(pca, x)
+        x = _in_memory(x)
         if reducer is not None:
             with warnings.catch_warnings():  # umap's transform warns about its own internals
                 warnings.simplefilter("ignore")
@@ -328,6 +408,10 @@ class Embedding:
     def __repr__(self) -> str:
         fitted = f"{len(self.image_ids_)} images" if hasattr(self, "image_ids_") else "not fitted"
         return f"<Embedding {self.model_id} {self.layer} {self.reducer} ({fitted})>"
+
+
+def _in_memory(x) -> np.ndarray:
+    return compute(x)[0] if isinstance(x, da.Array) else x
 
 
 def _pad(x: np.ndarray, k: int) -> np.ndarray:

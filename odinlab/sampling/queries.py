@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
 import polars as pl
 import xarray as xr
@@ -32,6 +33,7 @@ from odinlab.sampling.estimators import (
 from odinlab.sampling.sample import Sample, sample_selection, uniform_sample  # noqa: F401  (examples)
 from odinlab.store.arrays import RowArray
 from odinlab.store.labelled import labelled
+from odinlab.store.lazy import by_unit_blocks, compute, lazy_layer
 from odinlab.store.records import ModelRecord
 from odinlab.store.selection import ImageSelection, Selection
 
@@ -60,7 +62,7 @@ def sample_activations(store, model, layer: str, sample: Sample, *, module=None,
 
 def class_means(store, model, layer: str, images: ImageSelection = None, *, by: str = "label",
                 sample: Sample | None = None, level: float = 0.95, module=None, keep: bool = True,
-                pool: int | None = None) -> pl.DataFrame:
+                pool: int | None = None, scheduler=None) -> pl.DataFrame:
     """Mean activation of every unit within each value of ``by`` (a class by default).
 
     Columns: the grouping column under its own name (``label`` and ``label_name`` for
@@ -69,6 +71,11 @@ def class_means(store, model, layer: str, images: ImageSelection = None, *, by: 
     ``sample=`` gives an estimate over the set the sample was drawn from; without it the
     answer is exact over ``images``. ``pool`` reads the variant materialized with ``pool=k``.
 
+    Out-of-core (exact answers): when the layer's rows exceed ``odinlab.in-memory-limit``, or
+    with ``scheduler=client`` (a Dask client, or ``odinlab.parallel``), per-class sums are a
+    tree of per-chunk ``one_hot.T @ values`` (float64) on Dask, so memory holds a few chunks;
+    rows not materialized yet are materialized first, on the same client. Same answer.
+
     >>> exact = class_means(store, "cnn@1", "head.fc1", "val", module=net)
     >>> exact.columns, exact.height, float(exact["se"].max())
     (['label', 'label_name', 'unit', 'estimate', 'se', 'lower', 'upper', 'n'], 640, 0.0)
@@ -76,11 +83,15 @@ def class_means(store, model, layer: str, images: ImageSelection = None, *, by: 
     record = store.model(model)
     selection, design = _rows(store, sample, images)
     groups = _groups(store, record, selection, by)
-    acts = _units(store, record, layer, selection, sample, module, keep, pool)
-    estimate, se = domain_means(acts, groups.codes, len(groups), design)
+    lazy = _lazy_units(store, record, layer, selection, sample, module, pool, scheduler)
+    if lazy is None:
+        acts = _units(store, record, layer, selection, sample, module, keep, pool)
+        estimate, se = domain_means(acts, groups.codes, len(groups), design)
+    else:
+        estimate, se = _streamed_means(lazy, groups.codes, len(groups), scheduler)
     n = np.bincount(groups.codes[groups.codes >= 0], minlength=len(groups))
     z = z_value(level)
-    units = acts.shape[1]
+    units = estimate.shape[1]
     return groups.frame(np.repeat(np.arange(len(groups)), units)).hstack(pl.DataFrame({
         "unit": np.tile(np.arange(units), len(groups)), "estimate": estimate.ravel(), "se": se.ravel(),
         "lower": (estimate - z * se).ravel(), "upper": (estimate + z * se).ravel(), "n": np.repeat(n, units)}))
@@ -88,7 +99,7 @@ def class_means(store, model, layer: str, images: ImageSelection = None, *, by: 
 
 def top_units(store, model, layer: str, images: ImageSelection = None, *, by: str = "label", value=None,
               k: int | None = 10, sample: Sample | None = None, level: float = 0.95, module=None,
-              keep: bool = True, pool: int | None = None) -> pl.DataFrame:
+              keep: bool = True, pool: int | None = None, scheduler=None) -> pl.DataFrame:
     """The ``k`` units that best separate each value of ``by`` (or one ``value``) from the rest
     (``k=None``: every unit, ranked).
 
@@ -97,6 +108,10 @@ def top_units(store, model, layer: str, images: ImageSelection = None, *, by: st
     :func:`odinlab.debug.units.unit_scores`. Columns: the grouping column under its own name
     (``label``, ``label_name`` for ``by="label"``), rank, unit, score, se, lower, upper, auc.
     ``pool`` reads the variant materialized with ``pool=k``.
+
+    Out-of-core (exact answers): above ``odinlab.in-memory-limit``, or with ``scheduler=client``,
+    the layer is read in blocks of units holding every image (rechunked on Dask), so each AUC is
+    exact and memory holds one block (about ``in_memory_limit()``, at least one unit's column).
 
     >>> top = top_units(store, "cnn@1", "head.fc1", "val", value="3", k=3, module=net)
     >>> top["rank"].to_list(), top["label_name"].unique().to_list()
@@ -108,11 +123,15 @@ def top_units(store, model, layer: str, images: ImageSelection = None, *, by: st
     selection, design = _rows(store, sample, images)
     groups = _groups(store, record, selection, by)
     wanted = range(len(groups)) if value is None else [groups.index(value)]
-    acts = _units(store, record, layer, selection, sample, module, keep, pool)
+    lazy = _lazy_units(store, record, layer, selection, sample, module, pool, scheduler)
+    if lazy is None:
+        acts = _units(store, record, layer, selection, sample, module, keep, pool)
+        aucs = [domain_auc(acts, groups.codes == d, design, valid=groups.codes >= 0) for d in wanted]
+    else:
+        aucs = _streamed_aucs(lazy, groups.codes, list(wanted), scheduler)
     z = z_value(level)
     frames = []
-    for d in wanted:
-        auc, se = domain_auc(acts, groups.codes == d, design, valid=groups.codes >= 0)
+    for d, (auc, se) in zip(wanted, aucs):
         score, score_se = np.abs(auc - 0.5) * 2, 2 * se
         order = np.argsort(-score, kind="stable")[: len(score) if k is None else min(int(k), len(score))]
         frames.append(groups.frame(np.full(len(order), d)).hstack(pl.DataFrame({
@@ -248,6 +267,35 @@ def _groups(store, record: ModelRecord, selection: Selection, by: str) -> _Group
     lookup = {v: i for i, v in enumerate(values.to_list())}
     codes = np.array([-1 if v is None else lookup.get(v, -1) for v in raw.to_list()], np.int64)
     return _Groups(by, values, codes)
+
+
+def _lazy_units(store, record: ModelRecord, layer: str, selection: Selection, sample: Sample | None,
+                module, pool: int | None, scheduler) -> da.Array | None:
+    """(images, units) as a lazy Dask array when an exact answer goes out of core, else None."""
+    if sample is not None:  # a sample's rows are few: they are read in memory
+        return None
+    return lazy_layer(store, record, layer, selection, module=module, pool=pool, scheduler=scheduler, units=True)
+
+
+def _streamed_means(x: da.Array, codes: np.ndarray, n_groups: int, scheduler) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-group means of ``x`` (what ``domain_means`` gives for a full scan), by chunks."""
+    member = da.from_array(codes, chunks=(x.chunks[0],))[:, None] == np.arange(n_groups)[None, :]
+    sums, = compute(member.astype(np.float64).T @ x.astype(np.float64), scheduler=scheduler)
+    n = np.bincount(codes[codes >= 0], minlength=n_groups).astype(float)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = np.where(n > 0, sums / n, np.nan)
+    return estimate, np.where(n > 0, 0.0, np.nan) + np.zeros_like(estimate)
+
+
+def _streamed_aucs(x: da.Array, codes: np.ndarray, wanted: list[int], scheduler) -> list[tuple]:
+    """Exact (auc, se) of every unit for each group in ``wanted``, over blocks of units."""
+    design, valid = Design.full_scan(len(codes)), codes >= 0
+
+    def block(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.stack(domain_auc(values, codes == d, design, valid=valid)) for d in wanted])
+
+    both = by_unit_blocks(block, x, 2 * len(wanted), scheduler=scheduler)
+    return [(both[2 * i], both[2 * i + 1]) for i in range(len(wanted))]
 
 
 def _units(store, record: ModelRecord, layer: str, selection: Selection, sample: Sample | None,

@@ -109,3 +109,10 @@ def test_a_scheduler_that_is_not_a_dask_client_is_refused_with_what_to_pass(tmp_
     with pytest.raises(odinlab.OptionError, match="scheduler must be a dask.distributed Client"):
         store.materialize("cnn@1", ["head.fc1"], scheduler="threads", progress=False)
     assert store.materialized("cnn@1").height == 0  # refused before anything was created
+
+
+def test_stored_gradients_pass_the_store_check(tmp_path, net, client):
+    store, local = _twin_stores(tmp_path, net)
+    GradientStore(store, "cnn@1", ["head.fc2"]).capture("val", scheduler=client, progress=False)
+    GradientStore(local, "cnn@1", ["head.fc2"]).capture("val", progress=False)
+    assert store.verify().height == 0 and local.verify().height == 0  # each array's columns are whole

@@ -126,7 +126,7 @@ class LayerArrays:
         for part in self.parts.values():
             with part.guard():  # the store's writer lock: two processes never mix rows in a chunk
                 self.write_values(rows, grads, only=part)
-                write_rows(part.done, rows, np.ones(len(rows), bool))
+        self.commit(rows)
 
     def write_values(self, rows: np.ndarray, grads: Grads, only: RowArray | None = None) -> None:
         """Write the values of ``rows`` (sorted) without marking them done: for a worker of a Dask
@@ -137,10 +137,10 @@ class LayerArrays:
                 write_rows(part.values, rows, values[name]().detach().cpu().numpy().astype(part.dtype, copy=False))
 
     def commit(self, rows: np.ndarray) -> None:
-        """Mark ``rows`` done in every part, once their values are written."""
+        """Mark ``rows`` done in every part, once their values are written (stored exactly: no
+        encoding error, but the ``error`` column is written, so that ``store.verify()`` finds it whole)."""
         for part in self.parts.values():
-            with part.guard():
-                write_rows(part.done, rows, np.ones(len(rows), bool))
+            part.commit(rows, error=np.zeros(len(rows), np.float32))
 
     def chunk_rows(self) -> list[int]:
         return [part.values.chunks[0] for part in self.parts.values()]
