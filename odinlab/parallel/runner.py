@@ -33,11 +33,8 @@ def run_parts(client, task: Callable, parts: Sequence[tuple], *, sizes: Sequence
     ``shared`` keyword arguments (the model skeleton, paths...) are sent to the cluster once.
     ``sizes`` are the images of each part, for the progress bar. The first failure cancels the
     parts not started and is raised here (parts committed before it stay committed).
-
-    >>> run_parts(client, pow, [(2, 3), (3, 2)], sizes=[1, 1], commit=print, desc="demo",
-    ...           progress=False)  # doctest: +SKIP
-    0 8
-    1 9
+    ``store.materialize(..., scheduler=client)`` runs its parts with it (see
+    :func:`odinlab.store.distributed.materialize_on`).
     """
     from distributed import as_completed
 
