@@ -16,14 +16,19 @@ from collections.abc import Callable, Sequence
 from tqdm.auto import tqdm
 
 
-def n_parts(client, total: int, per_worker: int = 4) -> int:
-    """Parts to split ``total`` images into: a few per worker thread, so that fast workers take more.
+PART_BYTES = 256 << 20  # what a worker holds of one part's outputs before writing them
 
-    >>> n_parts(None, 10_000)
-    4
+
+def n_parts(client, total: int, row_bytes: int = 0, per_worker: int = 4) -> int:
+    """Parts to split ``total`` images into: a few per worker thread (fast workers take more), and
+    enough that one part's outputs (``row_bytes`` per image) fit in :data:`PART_BYTES`.
+
+    >>> n_parts(None, 10_000), n_parts(None, 10_000_000, row_bytes=4096)
+    (4, 153)
     """
     threads = sum(client.nthreads().values()) if client is not None else 1
-    return max(1, min(total, per_worker * max(1, threads)))
+    by_memory = -(-total * row_bytes // PART_BYTES)
+    return max(1, min(total, max(per_worker * max(1, threads), by_memory)))
 
 
 def run_parts(client, task: Callable, parts: Sequence[tuple], *, sizes: Sequence[int], commit: Callable,

@@ -47,9 +47,10 @@ def pack(module: nn.Module) -> bytes:
     return cloudpickle.dumps(skeleton(module))
 
 
-def worker_module(store, model_id: str, packed: bytes, device: str = "cpu") -> nn.Module:
+def worker_module(store, model_id: str, packed: bytes, device: str | None = None) -> nn.Module:
     """``model_id``'s network on this worker: the :func:`pack` ed skeleton given memory and the
-    version's weights loaded from ``store`` (kept for the next task of this worker process).
+    version's weights loaded from ``store`` (kept for the next task of this worker process), on
+    the worker's GPU when it has one (``device`` None), else on its CPU.
 
     >>> net = worker_module(store, "cnn@1", pack(SmallCNN()))
     >>> torch.equal(net.head.fc2.weight, store.module("cnn@1").head.fc2.weight)
@@ -61,6 +62,7 @@ def worker_module(store, model_id: str, packed: bytes, device: str = "cpu") -> n
         if module is None:
             import cloudpickle
 
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             module = cloudpickle.loads(packed).to_empty(device=device)
             store.load_weights(module, model_id)
             _LOADED[key] = module.eval()

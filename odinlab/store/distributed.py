@@ -29,7 +29,8 @@ def materialize_on(client, url: str, module, record, layers, pool, targets: dict
     if not len(rows):
         return
     unit = chunk_unit([t.values.chunks[0] for t in targets.values()])
-    parts = chunk_parts(rows, unit, n_parts(client, len(rows)))
+    row_bytes = sum(4 * int(np.prod(t.values.shape[1:])) for t in targets.values())  # float32 until written
+    parts = chunk_parts(rows, unit, n_parts(client, len(rows), row_bytes))
     work = [(selection[p], {name: np.flatnonzero(f[p]) for name, f in fresh.items() if f[p].any()})
             for p in parts]
 

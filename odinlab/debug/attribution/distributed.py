@@ -35,7 +35,8 @@ def scale_maps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def attribute_on(client, attributor, missing: Selection, target, base, key: dict, maps, aux,
                  batch_size: int, progress: bool) -> None:
     """Compute and store the maps of ``missing`` (unique, in row order) on ``client``'s workers."""
-    parts = chunk_parts(missing.rows, maps.values.chunks[0], n_parts(client, len(missing)))
+    row_bytes = 4 * int(np.prod(maps.values.shape[1:]))
+    parts = chunk_parts(missing.rows, maps.values.chunks[0], n_parts(client, len(missing), row_bytes))
     work = [(missing[p],) for p in parts]
 
     def commit(i: int, result: dict) -> None:

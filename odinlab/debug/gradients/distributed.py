@@ -29,7 +29,8 @@ def capture_on(client, store, module, model_id: str, targets: dict[str, LayerArr
     if not len(selection):
         return computed
     unit = chunk_unit([rows for t in targets.values() for rows in t.chunk_rows()])
-    parts = chunk_parts(selection.rows, unit, n_parts(client, len(selection)))
+    row_bytes = sum(4 * int(np.prod(p.values.shape[1:])) for t in targets.values() for p in t.parts.values())
+    parts = chunk_parts(selection.rows, unit, n_parts(client, len(selection), row_bytes))
     work = [(selection[p], {layer: np.flatnonzero(f[p]) for layer, f in fresh.items() if f[p].any()})
             for p in parts]
 
