@@ -6,8 +6,10 @@ be read off their constructors.
 
 Many writers: every write runs inside :meth:`Backend.writing`, which holds the store's writer
 lock, so that two processes (or threads) writing one store take turns, and ids (image rows,
-model versions, experiment numbers) are allocated from the latest committed tables. Readers
-take no lock: tables are replaced atomically, so a reader sees one commit or the next.
+model versions, experiment numbers) are allocated from the latest committed tables. Each
+outermost hold is one commit of the tables (and the store's classes): a manifest swap, see
+:mod:`odinlab.store.tables`. Readers take no lock: they read one commit's manifest, so they
+see every table of that commit or of the next, never half of one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import zarr
 
 from odinlab.errors import OptionError, ReadOnlyStoreError, StoreBusyError
 from odinlab.store.fs import StoreFS
-from odinlab.store.tables import Tables
+from odinlab.store.tables import FORMAT_VERSION, Tables
 
 MARKER = ("odinlab.json",)
 LOCK_TIMEOUT = 60.0  # seconds a writer waits for another one before StoreBusyError
@@ -45,7 +47,7 @@ class Backend:
     def __init__(self, fs: StoreFS, lock_timeout: float | None = LOCK_TIMEOUT):
         self.fs = fs
         self.tables = Tables(fs)
-        self.meta = json.loads(fs.read_bytes(MARKER))
+        self._marker: dict | None = json.loads(fs.read_bytes(MARKER))
         self._group: zarr.Group | None = None
         self.lock_timeout = check_timeout(lock_timeout)
         self._lock = None if fs.read_only else writer_lock(fs)
@@ -68,9 +70,19 @@ class Backend:
             self._group = zarr.open_group(store, mode="r" if self.read_only else "a")
         return self._group
 
+    @property
+    def meta(self) -> dict:
+        """The store's metadata (format, classes...): from the tables' manifest, else ``odinlab.json``."""
+        committed = self.tables.meta()
+        if committed is not None:
+            return committed
+        if self._marker is None:
+            self._marker = json.loads(self.fs.read_bytes(MARKER))
+        return self._marker
+
     def write_meta(self, meta: dict) -> None:
-        self.fs.write_bytes(MARKER, json.dumps(meta, indent=1).encode())
-        self.meta = meta
+        """Change the metadata; committed with the tables, in the same manifest put."""
+        self.tables.set_meta(meta)
 
     def check_writable(self) -> None:
         if self.read_only:
@@ -82,7 +94,7 @@ class Backend:
         # Object storage filesystems (s3fs, gcsfs, ...) cache listings, and answer "exists" from
         # them: a table another process wrote since would look missing.
         self.fs.fs.invalidate_cache()
-        self.meta = json.loads(self.fs.read_bytes(MARKER))
+        self._marker = None  # read again only where the manifest holds no metadata (older stores)
         self._group = None
 
     @contextmanager
@@ -90,7 +102,8 @@ class Backend:
         """Hold the store's writer lock for a write; re-entrant; a no-op on a read-only store.
 
         The outermost hold re-reads tables and marker, so that what the write allocates (rows,
-        versions, ids) follows the latest commit of any other writer. Waits up to
+        versions, ids) follows the latest commit of any other writer, and commits all it wrote to
+        the tables at its end, in one manifest put (an exception commits nothing). Waits up to
         ``lock_timeout`` seconds for another writer, then raises :class:`StoreBusyError` naming it.
 
         >>> with store._backend.writing("example"):
@@ -104,7 +117,23 @@ class Backend:
         with self._lock.hold(self.lock_timeout, what, self.url) as outermost:
             if outermost:
                 self.refresh()
-            yield
+                if self.tables.manifest() is None:
+                    self._upgrade()
+            with self.tables.transaction():
+                yield
+
+    def _upgrade(self) -> None:
+        """Move a store written before table manifests to them (under the writer lock).
+
+        The marker first says the new format (so an older odinlab refuses the store instead of
+        missing its new tables), then the first manifest names the old table files as they are.
+        A kill between the two leaves an old-layout store that this odinlab reads and upgrades.
+        """
+        marker = json.loads(self.fs.read_bytes(MARKER))
+        if marker.get("format_version", 0) < FORMAT_VERSION:
+            marker["format_version"] = FORMAT_VERSION
+            self.fs.write_bytes(MARKER, json.dumps(marker, indent=1).encode())
+        self.tables.migrate(meta=marker)
 
     def lock_holder(self) -> dict | None:
         """Who holds the writer lock now (pid, host, since, what), or None."""

@@ -114,9 +114,26 @@ class StoreFS:
             self.fs.rm(path, recursive=True)
 
     def size(self, parts: tuple[str, ...] = ()) -> int:
-        """Bytes on disk below ``parts`` (the whole store by default)."""
+        """Bytes on disk below ``parts`` (the whole store by default).
+
+        Files that a writer renames or removes while they are counted (a chunk's temporary
+        ``.partial`` file, a superseded table) are skipped: a reader never fails on a live store.
+        """
         path = self.path(parts)
-        return self.fs.du(path) if self.fs.exists(path) else 0
+        if not self.fs.exists(path):
+            return 0
+        for _ in range(5):
+            try:
+                return self.fs.du(path)  # one listing on object stores
+            except FileNotFoundError:  # a file went away while it was counted: count again
+                continue
+        return sum(self._size_or_zero(name) for name in self.fs.find(path))
+
+    def _size_or_zero(self, path: str) -> int:
+        try:
+            return self.fs.size(path) or 0
+        except FileNotFoundError:
+            return 0
 
     def zarr_store(self, parts: tuple[str, ...]) -> LocalStore | FsspecStore:
         """A Zarr v3 store rooted at ``parts``: LocalStore on disk, FsspecStore elsewhere."""

@@ -27,7 +27,7 @@ from odinlab.store.query import looks_like_query
 from odinlab.store.selection import ImageSelection, Selection, describe
 
 RESERVED_COLUMNS = ("image_id", "split", "label")
-IMAGES_TABLE = ("tables", "images.parquet")
+IMAGES_TABLE = ("tables", "images.parquet")  # where stores without a table manifest keep it
 ROW = "_row"  # the hidden column of the images table: an image's row in every row-aligned array
 
 
@@ -196,17 +196,33 @@ class ImageCatalog:
         )
 
     def _rows(self) -> pl.DataFrame:
-        """The images table with its hidden row column; a missing table beside pixels is damage."""
-        table = self._backend.tables.read("images")
-        if table.height == 0 and not self._backend.fs.exists(IMAGES_TABLE):
-            group = self._backend.arrays()
-            if "images/pixels" in group and group["images/pixels"].shape[0] > 0:
-                raise CorruptStoreError(
-                    f"The store at {self._backend.url!r} holds {group['images/pixels'].shape[0]} images' pixels but "
-                    f"its images table ({'/'.join(IMAGES_TABLE)}) is missing: the store is damaged. Restore that "
-                    "file from a copy; odinlab verify STORE lists what else is damaged."
-                )
+        """The images table with its hidden row column; a missing table beside pixels is damage.
+
+        With a table manifest, a table it does not name is "no images committed yet" (pixels of
+        a killed first ingest are not images), and one it names but is gone is damage. Older
+        stores have no manifest: there a missing file beside pixels is damage.
+        """
+        tables = self._backend.tables
+        try:
+            table = tables.read("images")
+        except CorruptStoreError as error:
+            if self._pixel_rows():
+                raise self._missing_table(tables.object_of("images")) from error
+            raise
+        if table.height == 0 and tables.manifest() is None and not tables.exists("images") and self._pixel_rows():
+            raise self._missing_table("/".join(IMAGES_TABLE))
         return table
+
+    def _pixel_rows(self) -> int:
+        group = self._backend.arrays()
+        return group["images/pixels"].shape[0] if "images/pixels" in group else 0
+
+    def _missing_table(self, where: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"The store at {self._backend.url!r} holds {self._pixel_rows()} images' pixels but its images "
+            f"table ({where}) is missing: the store is damaged. Restore that file from a copy; odinlab "
+            "verify STORE lists what else is damaged."
+        )
 
     def _select_rows(self, images, labels: str | None = None) -> pl.DataFrame:
         table = self._rows() if labels is None else self._labelled_rows(labels)

@@ -29,7 +29,7 @@ CHUNK_BYTES = 1 << 20  # ~1 MiB uncompressed per chunk: cheap to read any handfu
 PIXEL_CODECS = (BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec())
 # Integer labels without class names make classes "0".."max"; past this many, a typo is likelier.
 MAX_INFERRED_CLASSES = 1000
-PENDING = "pending_classes"  # in odinlab.json while an ingest that adds classes commits
+PENDING = "pending_classes"  # in odinlab.json of older stores, while an ingest that adds classes committed
 
 
 class Ingestor:
@@ -104,30 +104,26 @@ class Ingestor:
         return wanted
 
     def _commit_images(self, rows: pl.DataFrame, classes: list[str], writer: "PixelWriter") -> None:
-        """Append the rows (the commit point), then extend the classes.
+        """Append the rows and extend the classes: one commit, made when the ingest's hold ends.
 
-        New classes are first noted as pending in ``odinlab.json``: a kill before the table is
-        saved leaves the store's classes as they were, and a kill after it is settled forward by
-        :func:`settle_classes` (the table holds the rows, so the classes are theirs).
+        Both go into the same manifest put (see :mod:`odinlab.store.tables`), so a kill leaves
+        the images and classes of before or of after, and a failure rolls the pixels back.
         """
         backend = self._backend
-        before = dict(backend.meta)
-        extended = classes != self._images.classes
         try:
-            if extended:
-                backend.write_meta({**before, PENDING: {"classes": list(classes), "first_row": writer.start}})
-            backend.tables.append("images", rows)  # the commit point
+            backend.tables.append("images", rows)
+            if classes != self._images.classes:
+                backend.write_meta({**backend.meta, "classes": list(classes)})
         except BaseException:
             writer.rollback()
-            if backend.meta != before:
-                backend.write_meta(before)
             raise
-        if extended:
-            backend.write_meta({**before, "classes": list(classes)})
 
 
 def settle_classes(backend: Backend) -> None:
     """Finish what a killed ingest left pending: keep its classes if its rows were committed.
+
+    Only stores written before table manifests can hold such a note (``odinlab.json``): ingests
+    now commit their classes with their rows.
 
     >>> backend = store._backend
     >>> backend.write_meta({**backend.meta, PENDING: {"classes": ["x"], "first_row": 10**9}})
@@ -194,14 +190,12 @@ class PixelWriter:
 
     def _prepare(self, batch: np.ndarray) -> None:
         """Create the pixel array on the first ingest; drop one a killed first ingest left."""
-        group, tables = self.backend.arrays(), self.backend.tables
+        group = self.backend.arrays()
         if self.start == 0 and "images/pixels" in group:  # no committed image: it holds nothing
             del group["images/pixels"]
         if "images/pixels" not in group:
-            if not self.backend.fs.exists(("tables", "images.parquet")):
-                # Pixels never stand without their table, even after a kill: an empty table says
-                # "no images yet", where a missing one beside pixels would mean damage.
-                tables.write("images", tables.read("images"))
+            # Pixels beside no committed images table are "no images yet", not damage: the
+            # store has a table manifest (Backend.writing made one), which names no images table.
             group.create_array(
                 "images/pixels", shape=(0, *batch.shape[1:]), dtype=batch.dtype,
                 chunks=(max(1, min(65536, CHUNK_BYTES // batch[0].nbytes)), *batch.shape[1:]),

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 import zarr
 
-from odinlab.errors import StoreError, closest
+from odinlab.errors import CorruptStoreError, StoreError, closest
 from odinlab.store import crossval
 from odinlab.store import query as query_module
 from odinlab.store.backend import LOCK_TIMEOUT, MARKER, Backend, check_timeout
@@ -39,11 +39,10 @@ from odinlab.store.labels import LabelBook
 from odinlab.store.materialize import Materializer
 from odinlab.store.models import ModelRegistry
 from odinlab.store.results import ResultCache
-from odinlab.store.tables import SCHEMAS
+from odinlab.store.tables import FORMAT_VERSION, SCHEMAS
 from odinlab.store.verify import verify as verify_store
 
 FORMAT = "odinlab-store"
-FORMAT_VERSION = 1
 
 
 def _forward(component: str, method):
@@ -89,7 +88,7 @@ class Store:
         self._labels = LabelBook(backend, self._images, self._models)
         # Every write holds the store's writer lock: the components' writing methods are marked
         # @writes (see Backend.writing). evaluate's forward pass runs unlocked, its record locked.
-        if PENDING in backend.meta and not backend.read_only:  # an ingest was killed as it committed
+        if not backend.read_only and PENDING in _meta_if_readable(backend):  # an older ingest was killed
             with backend.writing("settle classes"):
                 settle_classes(backend)
 
@@ -342,11 +341,23 @@ def open_store(path_or_url: str | os.PathLike = "odinlab-store", mode: str = "a"
     if fs.fs.exists(fs.root) and fs.fs.isdir(fs.root) and fs.fs.ls(fs.root):
         raise StoreError(f"{where!r} is a non-empty folder that is not an odinlab store; "
                          "give an empty or new folder.")
-    fs.write_bytes(MARKER, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                       "created_at": datetime.now(UTC).isoformat(),
-                                       "classes": []}, indent=1).encode())
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "created_at": datetime.now(UTC).isoformat(),
+            "classes": []}
+    fs.write_bytes(MARKER, json.dumps(meta, indent=1).encode())
     zarr.open_group(fs.zarr_store(("arrays",)), mode="a")
-    return Store(fs, lock_timeout)
+    store = Store(fs, lock_timeout)
+    with store._backend.writing("create the store"):  # commit 0, the first table manifest (see tables.py)
+        pass
+    return store
+
+
+def _meta_if_readable(backend: Backend) -> dict:
+    """The store's metadata, or {} where its table manifest is damaged: the store still opens, so
+    that ``store.verify()`` can say what is damaged, and reading its tables raises."""
+    try:
+        return backend.meta
+    except CorruptStoreError:
+        return {}
 
 
 def _nearby_stores(fs: StoreFS, where: str) -> str:

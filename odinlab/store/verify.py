@@ -1,4 +1,4 @@
-"""Check a whole store for damage: every chunk, table, manifest and weights file.
+"""Check a whole store for damage: every chunk, table (and the tables' manifest), model manifest and weights file.
 
 ``store.verify()`` (and ``odinlab verify STORE``) reads everything once and reports what is
 damaged, without stopping at the first problem: a frame with one row per problem (``what``,
@@ -20,8 +20,10 @@ from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from odinlab.errors import CorruptStoreError
 from odinlab.store.arrays import has_checksums
 from odinlab.store.backend import MARKER, Backend
+from odinlab.store.tables import MANIFEST, Tables
 from odinlab.store.weights import WeightStore
 
 COLUMNS = {"what": pl.String, "where": pl.String, "images": pl.List(pl.String), "error": pl.String}
@@ -34,9 +36,9 @@ def verify(store) -> pl.DataFrame:
     >>> verify(store)
     shape: (0, 4)
     ...
-    >>> store._backend.fs.remove(("tables", "images.parquet"))
+    >>> store._backend.fs.remove(tuple(store._backend.tables.object_of("images").split("/")))
     >>> verify(store).select("what", "where").row(0)
-    ('table', 'tables/images.parquet')
+    ('table', 'tables/images/...parquet')
     """
     backend: Backend = getattr(store, "_backend", store)
     checks = (_marker, _tables, _arrays, _weights)
@@ -58,13 +60,30 @@ def _marker(backend: Backend) -> Iterator[tuple]:
 
 
 def _tables(backend: Backend) -> Iterator[tuple]:
-    fs = backend.fs
-    for path in _files(backend, "tables/*.parquet", "results/**/*.parquet"):
+    """The manifest parses and names objects that are there; every Parquet file reads.
+
+    Files no manifest names (superseded, or left by a killed commit) are read too, since a
+    damaged one hints at trouble, but one removed meanwhile by a writer's tidying is no damage.
+    """
+    fs, manifest = backend.fs, None
+    try:
+        manifest = Tables(fs).manifest()  # the latest commit, not the snapshot this handle reads
+    except CorruptStoreError as error:
+        yield _problem("table", "/".join(MANIFEST), str(error))
+    named = {f"tables/{obj}": name for name, obj in (manifest or {}).get("tables", {}).items()}
+    for where, name in named.items():
+        if not fs.fs.exists(fs.path(tuple(where.split("/")))):
+            yield _problem("table", where, f"missing, although {'/'.join(MANIFEST)} names it for the {name} table")
+    for path in _files(backend, "tables/*.parquet", "tables/*/*.parquet", "results/**/*.parquet"):
         try:
             pl.read_parquet(io.BytesIO(fs.fs.cat_file(path)))
+        except FileNotFoundError:
+            continue  # a superseded object removed since the listing (named ones are checked above)
         except Exception as error:  # noqa: BLE001 - any failure to read is damage to report
             yield _problem("table", _relative(backend, path), f"unreadable Parquet: {type(error).__name__}: {error}")
-    if not fs.exists(("tables", "images.parquet")) and _pixel_rows(backend):
+    # Without a manifest (older stores) a missing images table beside pixels is damage; with one,
+    # pixels beyond the committed images are a killed ingest's, not damage.
+    if manifest is None and not fs.exists(("tables", "images.parquet")) and _pixel_rows(backend):
         yield _problem("table", "tables/images.parquet",
                        f"missing, although the pixel array holds {_pixel_rows(backend)} images")
 

@@ -87,12 +87,12 @@ STALL = textwrap.dedent("""
     path, phase = sys.argv[1], sys.argv[2]
     if phase == "before-table":  # pixels written, the images table not yet saved
         tables.Tables.append = stall
-    elif phase == "after-table":  # the images table saved, the new classes not yet settled
-        real_append = tables.Tables.append
-        def append_then_stall(self, name, rows):
-            real_append(self, name, rows)
+    elif phase == "after-table":  # the ingest committed (its manifest put), nothing after it run
+        real_commit = tables.Tables._commit
+        def commit_then_stall(self):
+            real_commit(self)
             stall()
-        tables.Tables.append = append_then_stall
+        tables.Tables._commit = commit_then_stall
     else:  # the first batch of a first ingest written
         real_store = ingest.PixelWriter._store_batch
         def store_then_stall(self, batch, offset):
@@ -136,13 +136,10 @@ def test_a_kill_before_the_images_table_is_saved_keeps_the_classes(tmp_path, sta
 
 
 def test_a_kill_after_the_images_table_is_saved_keeps_its_classes(tmp_path, stall_then_kill):
-    from odinlab.store.ingest import settle_classes
-
     _with_two_classes(tmp_path / "store")
     stall_then_kill(STALL, tmp_path / "store", "after-table")
     store = odinlab.open_store(tmp_path / "store")
-    assert store.images.height == 70  # committed: its labels are class 2, whose name is pending
-    settle_classes(store._backend)  # what the next ingest (or opening for writing) runs first
+    assert store.images.height == 70  # committed: its labels are class 2, whose name came in the same commit
     assert store.classes == ["a", "b", "c"]
     assert store.images.filter(pl.col("split") == "train")["label_name"].unique().to_list() == ["c"]
 

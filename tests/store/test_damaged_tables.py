@@ -15,7 +15,7 @@ def on_disk(tmp_path):
 
 
 def test_a_deleted_images_table_is_damage_not_an_empty_store(on_disk):
-    (on_disk / "tables" / "images.parquet").unlink()
+    (on_disk / odinlab.open_store(on_disk)._backend.tables.object_of("images")).unlink()
     store = odinlab.open_store(on_disk)
     with pytest.raises(odinlab.CorruptStoreError, match="holds 3 images' pixels but its images table"):
         store.images

@@ -80,7 +80,8 @@ def test_folder_store_lays_out_zarr_and_parquet(tmp_path):
     store = odinlab.open_store(tmp_path / "s", create=True)
     store.ingest(gray(2))
     assert (tmp_path / "s" / "odinlab.json").is_file()
-    assert (tmp_path / "s" / "tables" / "images.parquet").is_file()
+    assert (tmp_path / "s" / "tables" / "manifest.json").is_file()  # names each table's Parquet file
+    assert (tmp_path / "s" / store._backend.tables.object_of("images")).is_file()
     assert (tmp_path / "s" / "arrays" / "images" / "pixels" / "zarr.json").is_file()
 
 

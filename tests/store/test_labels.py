@@ -275,12 +275,12 @@ KILL = textwrap.dedent("""
             if writing[-1:] == ["label_corrections"]:
                 stall()
         tables.Tables.write, os.fsync = write, fsync_then_stall
-    else:  # the table committed, the call not returned yet
-        real_append = tables.Tables.append
-        def append_then_stall(self, name, rows):
-            real_append(self, name, rows)
+    else:  # the table committed (its manifest put), the call not returned yet
+        real_commit = tables.Tables._commit
+        def commit_then_stall(self):
+            real_commit(self)
             stall()
-        tables.Tables.append = append_then_stall
+        tables.Tables._commit = commit_then_stall
     store = odinlab.open_store(path)
     store.correct_labels([f"img-{i}" for i in range(5)], [1] * 5, who="killed")
 """)

@@ -5,10 +5,8 @@ writer lock is a lease object created with a conditional put (``If-None-Match: *
 server refuses with 412 when the lease is there. Two spawned processes race to prove that the
 lease makes writers take turns.
 
-moto checks "is the key there?" and then stores it, in a server that runs requests in threads,
-so two conditional puts arriving together could both pass its check; S3 itself decides them
-atomically. The fixture therefore lets moto answer one request at a time, which gives the test
-server S3's atomicity (and nothing more).
+The server (tests/s3server.py) answers one request at a time, which gives it S3's atomicity
+for the lease's conditional puts.
 """
 
 from __future__ import annotations
@@ -17,77 +15,45 @@ import multiprocessing
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 import odinlab
 from odinlab.store.backend import LeaseLock
 from odinlab.store.fs import StoreFS
+from tests.s3server import moto_s3
 
-BUCKET = "odinlab-test"
 N_INGEST = 200
 CLASSES = [str(i) for i in range(10)]
 
 
-class _OneAtATime:
-    """A WSGI app that answers one request at a time (see the module's docstring)."""
-
-    def __init__(self, app):
-        self.app, self.lock = app, threading.Lock()
-
-    def __call__(self, environ, start_response):
-        with self.lock:
-            return list(self.app(environ, start_response))
-
-
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def server():
     """A moto S3 server on 127.0.0.1 with one bucket; the environment points boto at it.
 
     Spawned workers inherit the environment; credentials live there, never in a store.
     """
-    import s3fs
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    server._server.app = _OneAtATime(server._server.app)
-    host, port = server.get_host_and_port()
-    nowhere = tmp_path_factory.mktemp("aws") / "none"
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": str(nowhere), "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {name: os.environ.get(name) for name in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
-    os.environ.update(env)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        os.environ.pop(name, None)
-    s3fs.S3FileSystem.clear_instance_cache()
-    try:
-        s3fs.S3FileSystem().mkdir(BUCKET)
-        yield s3fs.S3FileSystem()
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
-
-
-@pytest.fixture
-def url(s3):
-    return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}/store"
+    with moto_s3() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def pool(s3):
+def s3(server):
+    return server.filesystem()
+
+
+@pytest.fixture
+def url(server):
+    return server.url("store")
+
+
+@pytest.fixture(scope="module")
+def pool(server):
     """Two spawned workers, started after the environment points at the server."""
     import torch
 
@@ -183,7 +149,8 @@ def test_a_store_on_s3_is_created_ingested_and_read_back(s3, url):
     assert again.images.height == n
     assert again.images["image_id"].to_list() == list(digits.ids[:n])
     np.testing.assert_array_equal(again.pixels(list(digits.ids[:n])), digits.images[:n])
-    assert s3.exists(f"{url}/odinlab.json") and s3.exists(f"{url}/tables/images.parquet")
+    assert s3.exists(f"{url}/odinlab.json") and s3.exists(f"{url}/tables/manifest.json")
+    assert s3.exists(f"{url}/{again._backend.tables.object_of('images')}")
     written = b"".join(s3.cat_file(p) for p in s3.find(url) if "/c/" not in p)  # all but pixel chunks
     assert b"testing" not in written and b"127.0.0.1" not in written  # credentials and endpoint stay outside
 

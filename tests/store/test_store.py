@@ -10,7 +10,8 @@ def test_directory_store_is_created_and_reopened(tmp_path):
     store = odinlab.open_store(tmp_path / "s", create=True)
     store.ingest(np.arange(64, dtype=np.uint8).reshape(1, 8, 8), labels=[0], ids=["one"])
     assert (tmp_path / "s" / "odinlab.json").is_file()
-    assert (tmp_path / "s" / "tables" / "images.parquet").is_file()
+    assert (tmp_path / "s" / "tables" / "manifest.json").is_file()  # names each table's Parquet file
+    assert (tmp_path / "s" / store._backend.tables.object_of("images")).is_file()
     assert (tmp_path / "s" / "arrays" / "images" / "pixels" / "zarr.json").is_file()
     again = odinlab.open_store(tmp_path / "s", mode="r")
     assert again.images["image_id"].to_list() == ["one"]
