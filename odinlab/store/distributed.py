@@ -10,11 +10,11 @@ quantization error, uint8 scales), which the calling process commits with the ``
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from odinlab.parallel.partition import chunk_parts, chunk_unit
 from odinlab.parallel.runner import n_parts, run_parts
 from odinlab.parallel.skeleton import pack, worker_module
+from odinlab.parallel.worker import prepare_worker
 from odinlab.store.arrays import RowArray
 from odinlab.store.selection import Selection
 
@@ -49,11 +49,9 @@ def materialize_part(part: Selection, todo: dict[str, np.ndarray], *, url: str, 
                      layers: list[str], pool, paths: dict[str, str], batch_size: int) -> dict:
     """On a worker: run the version over ``part``, write the ``values`` of the rows in ``todo``
     (indices into ``part``, per target), return their per-row columns for the commit."""
-    from distributed import get_worker
-
     from odinlab.store.store import open_store
 
-    torch.set_num_threads(max(1, get_worker().state.nthreads))  # the worker's share of the machine
+    prepare_worker()
     store = open_store(url)
     module = worker_module(store, model_id, packed)
     materializer = store._materializer

@@ -11,11 +11,11 @@ encoding error; the calling process commits them (``aux`` first, then the maps' 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from odinlab.parallel.partition import chunk_parts
 from odinlab.parallel.runner import n_parts, run_parts
 from odinlab.parallel.skeleton import pack, worker_module
+from odinlab.parallel.worker import prepare_worker
 from odinlab.store.selection import Selection
 
 
@@ -53,12 +53,10 @@ def attribute_on(client, attributor, missing: Selection, target, base, key: dict
 def attribute_part(part: Selection, *, url: str, model_id: str, packed: bytes, settings: dict, cache_key: dict,
                    target, base, batch_size: int) -> dict:
     """On a worker: the maps of ``part`` written to their chunks; their scale, delta and error returned."""
-    from distributed import get_worker
-
     from odinlab.debug.attribution.attributor import Attributor
     from odinlab.store.store import open_store
 
-    torch.set_num_threads(max(1, get_worker().state.nthreads))
+    prepare_worker()
     store = open_store(url)
     attributor = Attributor(store, worker_module(store, model_id, packed), **settings)
     maps = store.results.find_rows(model_id, "attribution", cache_key)

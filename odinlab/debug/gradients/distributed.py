@@ -16,6 +16,7 @@ from odinlab.debug.gradients.kernels import Grads
 from odinlab.parallel.partition import chunk_parts, chunk_unit
 from odinlab.parallel.runner import n_parts, run_parts
 from odinlab.parallel.skeleton import pack, worker_module
+from odinlab.parallel.worker import prepare_worker
 from odinlab.store.selection import Selection
 
 
@@ -50,11 +51,9 @@ def capture_on(client, store, module, model_id: str, targets: dict[str, LayerArr
 def capture_part(part: Selection, todo: dict[str, np.ndarray], *, url: str, model_id: str, packed: bytes,
                  layers: dict, batch_size: int) -> None:
     """On a worker: the gradients of ``part`` for the layers in ``todo``, written without done marks."""
-    from distributed import get_worker
-
     from odinlab.store.store import open_store
 
-    torch.set_num_threads(max(1, get_worker().state.nthreads))
+    prepare_worker()
     store = open_store(url)
     module = worker_module(store, model_id, packed)
     record = store.model(model_id)
