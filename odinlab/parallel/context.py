@@ -23,7 +23,7 @@ def parallel(client) -> Iterator:
     their work by image chunk across the cluster's workers, exactly as with ``scheduler=client``.
 
     >>> from distributed import Client, LocalCluster
-    >>> with (LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+    >>> with (LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
     ...       Client(cluster) as client, odinlab.parallel(client)):
     ...     store.materialize("cnn@1", ["head.fc1"], "val", progress=False)["computed"].to_list()
     [269, 269]

@@ -24,7 +24,7 @@ def s3_client():
     from distributed import Client, LocalCluster
 
     with moto_s3() as s3, LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None) as cluster, Client(cluster) as client:
+                                       dashboard_address=":0") as cluster, Client(cluster) as client:
         client.run(torch.set_num_threads, 1)
         yield s3, client
 

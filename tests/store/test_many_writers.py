@@ -31,9 +31,6 @@ N, PARTS, VERSIONS = 48, 3, 2  # images per worker, ingest commits per worker, v
 CLASSES = [str(i) for i in range(10)]
 LAYERS = ["features.relu1", "features.pool", "head.fc1"]  # one per worker
 
-# The scheduler's HTTP server (health routes) falls back to a free port when another session's
-# cluster holds 8787 on this shared machine, and says so: not this test's concern.
-pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def cluster():
     from distributed import Client, LocalCluster
 
     with moto_s3() as server, LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                           dashboard_address=None) as running, Client(running) as client:
+                                           dashboard_address=":0") as running, Client(running) as client:
         client.run(torch.set_num_threads, 1)
         yield server, client
 
