@@ -15,7 +15,7 @@ from sklearn.manifold import trustworthiness
 import odinlab
 from odinlab.nets import SmallCNN
 from odinlab.sampling import Embedding, class_means, layer_features, top_units
-from odinlab.sampling.embedding import BlockPCA
+from odinlab.sampling.pca import BlockPCA
 
 N = 8192  # eight Zarr chunks of 1024 rows for features.relu2 of SmallCNN(width=4)
 TINY = {"odinlab.in-memory-limit": "1KB"}  # forces the out-of-core path
