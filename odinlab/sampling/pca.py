@@ -44,7 +44,8 @@ class BlockPCA:
             values, vectors = np.linalg.eigh(covariance / max(n - 1, 1))
             values, components = np.clip(values[::-1][:k], 0, None), vectors[:, ::-1][:, :k].T
         else:
-            _, s, v = da.linalg.svd_compressed(centred.rechunk({1: -1}), k, n_power_iter=4, seed=self.seed)
+            wide = centred.rechunk({1: -1}, method="tasks")  # not p2p: see odinlab.store.lazy
+            _, s, v = da.linalg.svd_compressed(wide, k, n_power_iter=4, seed=self.seed)
             s, components = compute(s, v, scheduler=scheduler)
             values = s**2 / max(n - 1, 1)
         # scikit-learn's svd_flip: the largest entry of each component is positive
@@ -73,6 +74,6 @@ def by_blocks(pca, x, scheduler=None) -> np.ndarray:
     project = pca._project if isinstance(pca, BlockPCA) else pca.transform
     if not isinstance(x, da.Array):
         return project(x)
-    x = x.rechunk({1: -1})
+    x = x.rechunk({1: -1}, method="tasks")
     out = x.map_blocks(project, dtype=np.float32, chunks=(x.chunks[0], (pca.n_components_,)))
     return compute(out, scheduler=scheduler)[0]

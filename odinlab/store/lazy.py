@@ -83,7 +83,9 @@ def lazy_rows(target: RowArray, rows) -> da.Array:
     values = _pick(_from_zarr(target.values), rows)
     if not target.quantized:
         return values.astype(np.float32)
-    step, low = (_pick(_from_zarr(target.group[name]), rows).rechunk({0: values.chunks[0]})
+    # Rechunks here use Dask's "tasks" method: "p2p", which Dask picks when a client exists, runs
+    # only on that client's workers, and these graphs also run on local threads.
+    step, low = (_pick(_from_zarr(target.group[name]), rows).rechunk({0: values.chunks[0]}, method="tasks")
                  for name in ("step", "low"))
     index = "abcdefgh"[: values.ndim]
     return da.blockwise(quantize.decode, index, values, index, step, index[0] + "z", low, index[0] + "z",
@@ -100,7 +102,7 @@ def unit_means(x: da.Array) -> da.Array:
     """
     if x.ndim <= 2:
         return x
-    x = x.rechunk({i: -1 for i in range(1, x.ndim)})
+    x = x.rechunk({i: -1 for i in range(1, x.ndim)}, method="tasks")
     return x.map_blocks(lambda b: b.reshape(len(b), b.shape[1], -1).mean(axis=2), dtype=x.dtype,
                         drop_axis=list(range(2, x.ndim)))
 
@@ -146,7 +148,7 @@ def by_unit_blocks(func, x: da.Array, k: int, *, scheduler=None, per_value: int 
     """
     rows, units = x.shape
     width = int(np.clip(in_memory_limit() // max(1, rows * per_value), 1, max(1, units)))
-    x = x.rechunk({0: -1, 1: width})
+    x = x.rechunk({0: -1, 1: width}, method="tasks")
     out = x.map_blocks(func, dtype=np.float64, chunks=((k,), x.chunks[1]))
     return compute(out, scheduler=scheduler)[0]
 

@@ -1,10 +1,13 @@
-"""A real dask.distributed cluster (two worker processes, one thread each) shared by the module's tests."""
+"""A real dask.distributed cluster (two worker processes, one thread each) for each test module.
+
+Module scope, not package: tests/parallel is no package, so a package-scoped client would live for the
+whole session and stay Dask's default scheduler for every later test."""
 
 import pytest
 import torch
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def client():
     from distributed import Client, LocalCluster
 
@@ -14,7 +17,7 @@ def client():
         yield connected
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def net():
     from odinlab.nets import SmallCNN
 
