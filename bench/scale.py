@@ -13,10 +13,11 @@ Measured over ``--n`` (10,240) images of ``odinlab.datasets.shapes`` (3×32×32)
 * the same materialize, one process, on a store at ``s3://`` served by moto on 127.0.0.1 (one
   request at a time, see tests/s3server.py) against the local folder: throughput ratio.
 
-Results are checked equal between the runs (bit for bit for materialize). Headline last.
+Each is run ``--repeat`` times (3), alternating, and the median is reported. Results are checked
+equal between the runs (bit for bit for materialize). Headline last.
 
-    python bench/scale.py                 # about 3 minutes on 2 cores
-    python bench/scale.py --n 2048 --steps 4   # a quick look
+    python bench/scale.py                 # about 7 minutes on 2 cores
+    python bench/scale.py --n 2048 --steps 4 --repeat 1   # a quick look
 """
 
 from __future__ import annotations
@@ -98,27 +99,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_240)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the median is reported")
     args = parser.parse_args()
     from distributed import Client, LocalCluster
 
     work = Path(tempfile.mkdtemp(prefix="odinlab-scale-"))
     base, net = base_store(work / "base", args.n)
-    rows, outputs = [], {}
+    times, outputs = {}, {}
     copies = iter(range(1000))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         client.run(torch.set_num_threads, 1)
         warm_up(client, work / "warm", net)
-        for label, threads, scheduler in [("1 process, 2 threads", 2, "local"), ("1 process, 1 thread", 1, "local"),
-                                          ("LocalCluster 2 workers x 1 thread", 1, client)]:
-            torch.set_num_threads(threads)
-            store = fresh_copy(base, str(work / f"run{next(copies)}"), net)
-            seconds, _ = timed(lambda: materialize(store, scheduler))
-            outputs.setdefault("materialize", []).append(store.activations("cnn@1", "head.relu").values)
-            rows.append(("materialize 3 layers", label, seconds))
-            seconds, maps = timed(lambda: attribute(store, args.steps, scheduler))
-            outputs.setdefault("ig", []).append(maps.values)
-            rows.append((f"integrated gradients ({args.steps} steps)", label, seconds))
+        for _ in range(args.repeat):  # the runs alternate, so that a noisy moment hits all of them alike
+            for label, threads, scheduler in [("1 process, 2 threads", 2, "local"), ("1 process, 1 thread", 1, "local"),
+                                              ("LocalCluster 2 workers x 1 thread", 1, client)]:
+                torch.set_num_threads(threads)
+                store = fresh_copy(base, str(work / f"run{next(copies)}"), net)
+                seconds, _ = timed(lambda: materialize(store, scheduler))
+                outputs.setdefault("materialize", []).append(store.activations("cnn@1", "head.relu").values)
+                times.setdefault(("materialize 3 layers", label), []).append(seconds)
+                seconds, maps = timed(lambda: attribute(store, args.steps, scheduler))
+                outputs.setdefault("ig", []).append(maps.values)
+                times.setdefault((f"integrated gradients ({args.steps} steps)", label), []).append(seconds)
+    rows = [(what, label, float(np.median(runs))) for (what, label), runs in times.items()]
     torch.set_num_threads(2)
     for got in outputs["materialize"][1:]:
         assert np.array_equal(got, outputs["materialize"][0]), "materialize differs between runs"
@@ -136,7 +140,7 @@ def main() -> None:
 
 
 def report(rows, n: int, local_seconds: float, s3_seconds: float) -> None:
-    print(f"{'step':38} {'run':36} {'seconds':>8} {'images/s':>9}")
+    print(f"{'step':38} {'run':36} {'median s':>8} {'images/s':>9}")
     for what, label, seconds in rows:
         print(f"{what:38} {label:36} {seconds:8.2f} {n / seconds:9.0f}")
     print(f"{'materialize 3 layers':38} {'1 process, store on S3 (moto)':36} {s3_seconds:8.2f} {n / s3_seconds:9.0f}")
