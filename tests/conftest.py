@@ -56,3 +56,18 @@ def two_versions():
         return store
 
     return build
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real dask.distributed cluster (two worker processes, one thread each) for one test module.
+
+    Module scope: a client lives on as Dask's default scheduler, and a later test's dask arrays over a
+    ``memory://`` store would be computed by workers that cannot see it.
+    """
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as connected:
+        connected.run(torch.set_num_threads, 1)
+        yield connected

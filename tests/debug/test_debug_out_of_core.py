@@ -98,16 +98,6 @@ def test_cka_out_of_core_holds_chunks_not_the_layers(folder_store):
     assert 0 < watch.largest <= x.nbytes / 3
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as dask_client:
-        dask_client.run(torch.set_num_threads, 1)
-        yield dask_client
-
-
 def test_unit_scores_and_cka_on_a_cluster_equal_the_local_answers(folder_store, client):
     store = folder_store
     selection = store.select(None)[:4000]

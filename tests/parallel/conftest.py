@@ -1,20 +1,7 @@
-"""A real dask.distributed cluster (two worker processes, one thread each) for each test module.
-
-Module scope, not package: tests/parallel is no package, so a package-scoped client would live for the
-whole session and stay Dask's default scheduler for every later test."""
+"""The network the distributed tests run (the cluster is tests/conftest.py's ``client``)."""
 
 import pytest
 import torch
-
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as connected:
-        connected.run(torch.set_num_threads, 1)
-        yield connected
 
 
 @pytest.fixture(scope="module")

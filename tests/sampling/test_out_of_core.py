@@ -163,16 +163,6 @@ def test_pca_of_features_out_of_core_holds_chunks_not_the_layer(folder_store):
     assert 0 < watch.largest <= _layer_bytes(store, "features.relu2") / 6  # a chunk, then N x 2 coordinates
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as dask_client:
-        dask_client.run(torch.set_num_threads, 1)
-        yield dask_client
-
-
 def test_class_means_and_top_units_on_a_cluster_equal_the_local_answers(folder_store, client):
     store, _ = folder_store
     assert len(client.scheduler_info()["workers"]) == 2
