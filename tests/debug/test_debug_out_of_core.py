@@ -4,13 +4,12 @@ import dask
 import numpy as np
 import pytest
 import torch
-from dask.callbacks import Callback
-from dask.sizeof import sizeof
 from polars.testing import assert_frame_equal
 
 import odinlab
 from odinlab.debug import compare, units
 from odinlab.nets import SmallCNN
+from tests.dask_watch import LargestResult
 
 N = 8192  # eight Zarr chunks of 1024 rows for features.relu2 of SmallCNN(width=4)
 TINY = {"odinlab.in-memory-limit": "1KB"}  # forces the out-of-core path
@@ -37,17 +36,6 @@ def folder_store(tmp_path_factory):
     for net in (v1, v2):
         store.materialize(net, LAYERS, progress=False)
     return store
-
-
-class LargestResult(Callback):
-    """Records the largest result of any task the local scheduler ran."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        self.largest = max(self.largest, sizeof(result))
 
 
 def _reversed(store):

@@ -6,8 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from dask.callbacks import Callback
-from dask.sizeof import sizeof
 from polars.testing import assert_frame_equal
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
@@ -16,6 +14,7 @@ import odinlab
 from odinlab.nets import SmallCNN
 from odinlab.sampling import Embedding, class_means, layer_features, top_units
 from odinlab.sampling.pca import BlockPCA
+from tests.dask_watch import LargestResult
 
 N = 8192  # eight Zarr chunks of 1024 rows for features.relu2 of SmallCNN(width=4)
 TINY = {"odinlab.in-memory-limit": "1KB"}  # forces the out-of-core path
@@ -36,17 +35,6 @@ def folder_store(tmp_path_factory):
     store.register_model(net, "cnn")
     store.materialize(net, ["features.relu2", "head.fc1"], progress=False)
     return store, net
-
-
-class LargestResult(Callback):
-    """Records the largest result of any task the local scheduler ran."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        self.largest = max(self.largest, sizeof(result))
 
 
 def _layer_bytes(store, layer):
